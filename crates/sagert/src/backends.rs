@@ -1,0 +1,99 @@
+//! The one place that knows every backend: it turns a role's configuration into
+//! a backend, and a backend into the run's cached, metered client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sagert_backend::{ChatBackend, ModelRole, SamplingParams, Secret};
+use sagert_config::{EndpointKind, RunConfig, StructuredOutput};
+use sagert_engine::{Ledger, Prices, RoleClient, Spent};
+use sagert_openai::{EndpointSettings, OpenAiBackend, RetryPolicy, StructuredMode};
+use sagert_store::Store;
+
+/// The backend configured for `role`.
+pub fn role_backend(config: &RunConfig, role: ModelRole) -> anyhow::Result<Arc<dyn ChatBackend>> {
+    let Some(rc) = config.roles.get(role) else {
+        bail!("the configuration has no [roles.{role}] section; this command needs one");
+    };
+    let mut endpoints = Vec::with_capacity(rc.endpoints.len());
+    for name in &rc.endpoints {
+        let ep = config
+            .endpoints
+            .get(name)
+            .with_context(|| format!("roles.{role}: no endpoint named `{name}`"))?;
+        match ep.kind {
+            EndpointKind::Openai => {}
+        }
+        let api_key = match &ep.api_key_env {
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => bail!("endpoint `{name}` reads its API key from ${var}, which is not set"),
+            },
+            None => None,
+        };
+        let mut s = EndpointSettings::new(name.clone(), ep.base_url.clone());
+        s.api_key = api_key;
+        s.model = ep.model.clone();
+        s.concurrency = ep.concurrency;
+        s.requests_per_minute = ep.requests_per_minute;
+        s.tokens_per_minute = ep.tokens_per_minute;
+        s.timeout = Duration::from_secs_f64(ep.timeout_secs);
+        s.connect_timeout = Duration::from_secs_f64(ep.connect_timeout_secs);
+        s.structured_output = match ep.structured_output {
+            StructuredOutput::Auto => StructuredMode::Auto,
+            StructuredOutput::JsonSchema => StructuredMode::JsonSchema,
+            StructuredOutput::JsonObject => StructuredMode::JsonObject,
+            StructuredOutput::Prompt => StructuredMode::Prompt,
+        };
+        endpoints.push(s);
+    }
+    let retry = RetryPolicy {
+        max_retries: config.retry.max_retries,
+        base_delay: Duration::from_millis(config.retry.base_delay_ms),
+        max_delay: Duration::from_millis(config.retry.max_delay_ms),
+    };
+    let backend = OpenAiBackend::new(rc.model.clone(), endpoints, retry)
+        .with_context(|| format!("cannot set up the backend of role {role}"))?;
+    Ok(Arc::new(backend))
+}
+
+/// The most calls a role's endpoints take in flight together.
+pub fn role_concurrency(config: &RunConfig, role: ModelRole) -> usize {
+    config
+        .roles
+        .get(role)
+        .map(|rc| rc.endpoints.iter().filter_map(|e| config.endpoints.get(e)).map(|e| e.concurrency).sum())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The run's ledger, starting from what the store says was already spent.
+pub fn ledger(config: &RunConfig, store: &Store) -> anyhow::Result<Arc<Ledger>> {
+    let mut already = Spent::default();
+    for r in store.role_stats()? {
+        already.requests += r.calls + r.failures;
+        already.tokens += r.prompt_tokens + r.completion_tokens;
+        already.cost_usd += r.cost_usd;
+    }
+    Ok(Arc::new(Ledger::new(config.budget.clone(), Prices(config.prices.clone()), already)))
+}
+
+/// The cached, metered client of `role`.
+pub fn role_client(
+    config: &RunConfig,
+    role: ModelRole,
+    store: Arc<Store>,
+    ledger: Arc<Ledger>,
+) -> anyhow::Result<Arc<RoleClient>> {
+    let backend = role_backend(config, role)?;
+    let rc = config.roles.get(role).expect("role_backend checked the role");
+    let defaults = SamplingParams {
+        temperature: rc.temperature,
+        top_p: rc.top_p,
+        max_tokens: rc.max_tokens,
+        seed: Some(config.run.seed),
+        ..SamplingParams::default()
+    };
+    Ok(Arc::new(RoleClient::new(role, backend, store, ledger, defaults)))
+}

@@ -1,0 +1,179 @@
+//! The command line, as clap derives it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sagert_config::Overrides;
+
+/// sagert: synthetic safety-alignment data from a harm taxonomy (the SAGE
+/// process), preference alignment, and per-category safety evaluation.
+#[derive(Debug, Parser)]
+#[command(name = "sagert", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a run configuration, or print a commented example.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show, validate and map harm taxonomies.
+    #[command(subcommand)]
+    Taxonomy(TaxonomyCommand),
+    /// Generate a SAGE dataset from a configuration (now: --dry-run estimates).
+    Generate(GenerateArgs),
+    /// Run a JSONL file of prompts through one role, resumably and cached.
+    Batch(BatchArgs),
+    /// Show a run's calls, cache hits, tokens, cost and failures per role.
+    Status(StatusArgs),
+}
+
+/// `sagert config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file: syntax, unknown keys, values, taxonomy selection.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print a commented example configuration documenting every key.
+    Example,
+}
+
+/// `sagert taxonomy ...`
+#[derive(Debug, Subcommand)]
+pub enum TaxonomyCommand {
+    /// Print the taxonomy tree, or the part under a path prefix.
+    Show {
+        /// `crime`, `crime/cyber`, `crime_cyber` or a full leaf path; all when absent.
+        prefix: Option<String>,
+        /// A taxonomy file instead of the built-in one.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Include each node's description.
+        #[arg(long, short = 'd')]
+        descriptions: bool,
+        /// Print JSON instead of a tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a taxonomy file: unique ids, no empty nodes, mappings that exist.
+    Validate {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Counts per level and mapping coverage.
+    Stats {
+        /// A taxonomy file instead of the built-in one.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Map every sub-category onto another taxonomy.
+    Map {
+        /// The target taxonomy.
+        #[arg(long, value_parser = ["pku", "harmbench", "mlcommons"])]
+        to: String,
+        /// A taxonomy file instead of the built-in one.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags that override configuration values (over environment variables, over the file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OverrideArgs {
+    /// Run directory (overrides run.output_dir and SAGERT_OUTPUT_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Seed (overrides run.seed and SAGERT_SEED).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most requests (overrides budget.max_requests and SAGERT_MAX_REQUESTS).
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+    /// Most tokens (overrides budget.max_tokens and SAGERT_MAX_TOKENS).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Most cost in US dollars (overrides budget.max_cost_usd and SAGERT_MAX_COST_USD).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+}
+
+impl OverrideArgs {
+    /// As configuration overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            output_dir: self.output_dir.clone(),
+            seed: self.seed,
+            max_requests: self.max_requests,
+            max_tokens: self.max_tokens,
+            max_cost_usd: self.max_cost,
+        }
+    }
+}
+
+/// `sagert generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The run configuration.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Print the calls, tokens and cost the configuration implies, per stage, and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Configuration overrides.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// `sagert batch`
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The run configuration (endpoints, roles, budgets).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// The role whose model answers.
+    #[arg(long, default_value = "target")]
+    pub role: String,
+    /// JSONL input: one object per line with `prompt` or `messages`, optional `id` and `system`.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// JSONL output, written atomically at the end (default: RUN_DIR/batch.jsonl).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// A JSON schema file: every answer must be JSON that satisfies it.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// Most calls in flight (default: the sum of the role's endpoint concurrencies).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// No progress bar; print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Configuration overrides.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// `sagert status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}

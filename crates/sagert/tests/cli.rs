@@ -1,0 +1,9 @@
+//! Behaviour tests of the `sagert` binary: one test binary, modules by command.
+
+mod cli {
+    pub mod batch;
+    pub mod config;
+    pub mod real_server;
+    pub mod taxonomy;
+    pub mod util;
+}
