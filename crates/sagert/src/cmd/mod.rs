@@ -3,6 +3,7 @@
 mod batch;
 mod config;
 mod generate;
+mod models;
 mod status;
 mod taxonomy;
 
@@ -23,6 +24,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(a) => generate::run(a),
         Command::Batch(a) => batch::run(a),
         Command::Status(a) => status::run(a),
+        Command::Models(c) => models::run(c),
     }
 }
 

