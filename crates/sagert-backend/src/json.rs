@@ -40,13 +40,39 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::JsonSchema;
+use crate::{ChatMessage, JsonSchema};
 
 const STRUCTURED_OUTPUT_TEMPLATE: &str = include_str!("prompts/structured_output.txt");
 const STRUCTURED_REPAIR_TEMPLATE: &str = include_str!("prompts/structured_repair.txt");
 
 /// Longest rendering of a JSON value inside a violation message.
 const MAX_VALUE_IN_MESSAGE: usize = 80;
+
+/// The JSON value in a model's `text` if it satisfies `schema`; otherwise what
+/// is wrong, worded for the model to fix in a repair round. Every backend that
+/// cannot constrain its decoding checks structured answers with this.
+pub fn check_structured(text: &str, schema: &Value) -> Result<Value, String> {
+    let value = extract_json(text).ok_or_else(|| {
+        if text.trim().is_empty() {
+            "the answer was empty; no JSON value was found".to_string()
+        } else {
+            "no JSON value could be parsed from the answer".to_string()
+        }
+    })?;
+    validate(&value, schema)
+        .map_err(|violation| format!("the JSON does not match the schema {violation}"))?;
+    Ok(value)
+}
+
+/// The conversation of a repair round: the original one, the bad answer, and
+/// the user message of [`repair_instructions`] for `problem`.
+pub fn repair_conversation(messages: &[ChatMessage], bad_answer: &str, problem: &str) -> Vec<ChatMessage> {
+    let mut out = Vec::with_capacity(messages.len() + 2);
+    out.extend_from_slice(messages);
+    out.push(ChatMessage::assistant(bad_answer));
+    out.push(ChatMessage::user(repair_instructions(problem)));
+    out
+}
 
 /// Find the JSON value in model output.
 ///
@@ -525,6 +551,27 @@ pub fn repair_instructions(violation_or_parse_error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_structured_reports_parse_and_schema_problems() {
+        let schema = serde_json::json!({"type": "object", "required": ["label"], "properties": {"label": {"type": "string"}}});
+        assert_eq!(
+            check_structured("Sure: {\"label\": \"safe\"}", &schema).unwrap(),
+            serde_json::json!({"label": "safe"})
+        );
+        assert!(check_structured("no json", &schema).unwrap_err().contains("no JSON value"));
+        assert!(check_structured(" ", &schema).unwrap_err().contains("empty"));
+        let e = check_structured("{\"label\": 3}", &schema).unwrap_err();
+        assert_eq!(e, "the JSON does not match the schema at /label: expected string, got number");
+    }
+
+    #[test]
+    fn repair_conversation_extends_the_conversation() {
+        let repair = repair_conversation(&[ChatMessage::user("u")], "bad", "at /x: wrong");
+        assert_eq!(repair.len(), 3);
+        assert_eq!(repair[1], ChatMessage::assistant("bad"));
+        assert!(repair[2].content.contains("at /x: wrong"));
+    }
     use serde_json::json;
 
     #[test]

@@ -85,6 +85,8 @@ pub enum EndpointKind {
     /// An OpenAI-compatible HTTP server: vLLM, Ollama, llama.cpp's server, OpenAI.
     #[default]
     Openai,
+    /// A GGUF model run in-process by the embedded llama.cpp engine.
+    Embedded,
 }
 
 /// How structured output is asked for.
@@ -111,14 +113,22 @@ pub enum StructuredOutput {
 pub struct EndpointConfig {
     /// The kind of server.
     pub kind: EndpointKind,
-    /// Base URL including `/v1`, e.g. `http://127.0.0.1:8080/v1`.
+    /// Base URL including `/v1`, e.g. `http://127.0.0.1:8080/v1` (`openai` only).
     pub base_url: String,
     /// Name of the environment variable that holds the API key. The key itself
     /// never appears in a config file, a log, the store or a report.
     pub api_key_env: Option<String>,
-    /// Model name on this server, when it differs from the role's model id.
+    /// Model name on this server, when it differs from the role's model id. For
+    /// an `embedded` endpoint: the known model to load (`sagert models list`),
+    /// fetched on first use; the role's model id when absent.
     pub model: Option<String>,
-    /// Most requests in flight.
+    /// `embedded` only: a GGUF file to load instead of a known model.
+    pub model_path: Option<PathBuf>,
+    /// `embedded` only: CPU threads (default 2).
+    pub threads: usize,
+    /// `embedded` only: context tokens available to each sequence.
+    pub context_per_sequence: u32,
+    /// Most requests in flight (for `embedded`: sequences decoded together).
     pub concurrency: usize,
     /// Requests per minute.
     pub requests_per_minute: Option<u32>,
@@ -139,6 +149,9 @@ impl Default for EndpointConfig {
             base_url: String::new(),
             api_key_env: None,
             model: None,
+            model_path: None,
+            threads: 2,
+            context_per_sequence: 2048,
             concurrency: 8,
             requests_per_minute: None,
             tokens_per_minute: None,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::error::{ConfigError, Problem};
-use crate::model::{RunConfig, JAILBREAK_TYPES, RAW_TEXT_FORMATS};
+use crate::model::{EndpointKind, RunConfig, JAILBREAK_TYPES, RAW_TEXT_FORMATS};
 
 /// A configuration with the text it came from, so that later checks (the
 /// taxonomy selection, say) can point at a line too.
@@ -112,8 +112,29 @@ fn check(config: &RunConfig, source: &str) -> Vec<Problem> {
 
     for (name, ep) in &config.endpoints {
         let at = |field: &str| format!("endpoints.{name}.{field}");
-        if !(ep.base_url.starts_with("http://") || ep.base_url.starts_with("https://")) {
-            bad(at("base_url"), format!("must be an http:// or https:// URL, got `{}`", ep.base_url));
+        match ep.kind {
+            EndpointKind::Openai => {
+                if !(ep.base_url.starts_with("http://") || ep.base_url.starts_with("https://")) {
+                    bad(at("base_url"), format!("must be an http:// or https:// URL, got `{}`", ep.base_url));
+                }
+                if ep.model_path.is_some() {
+                    bad(at("model_path"), "is for `kind = \"embedded\"` endpoints only".into());
+                }
+            }
+            EndpointKind::Embedded => {
+                if !ep.base_url.is_empty() {
+                    bad(at("base_url"), "an embedded endpoint runs in-process: leave base_url out".into());
+                }
+                if ep.api_key_env.is_some() {
+                    bad(at("api_key_env"), "an embedded endpoint needs no API key".into());
+                }
+                if ep.threads == 0 {
+                    bad(at("threads"), "must be at least 1".into());
+                }
+                if ep.context_per_sequence < 64 {
+                    bad(at("context_per_sequence"), "must be at least 64 tokens".into());
+                }
+            }
         }
         if ep.concurrency == 0 {
             bad(at("concurrency"), "must be at least 1".into());

@@ -167,3 +167,26 @@ fn load_reads_file_then_env_then_cli() {
     let err = load(Some(&dir.path().join("absent.toml")), |_| None, &Overrides::default()).unwrap_err();
     assert!(err.to_string().starts_with("cannot read config"), "{err}");
 }
+
+#[test]
+fn embedded_endpoints_need_no_url_and_reject_http_settings() {
+    let ok = parse(
+        "[endpoints.local]\nkind = \"embedded\"\nmodel = \"smollm2-135m-instruct\"\nthreads = 2\n\
+         [roles.target]\nmodel = \"smollm2-135m-instruct\"\nendpoints = [\"local\"]\n",
+        "run.toml",
+    )
+    .unwrap();
+    assert_eq!(ok.endpoints["local"].kind, sagert_config::EndpointKind::Embedded);
+    assert_eq!(ok.endpoints["local"].context_per_sequence, 2048);
+
+    let err = parse_err(
+        "[endpoints.local]\nkind = \"embedded\"\nbase_url = \"http://x/v1\"\nthreads = 0\n\
+         [endpoints.remote]\nbase_url = \"http://y/v1\"\nmodel_path = \"m.gguf\"\n",
+    );
+    let ConfigError::Invalid { problems, .. } = err else { panic!("{err:?}") };
+    let keys: Vec<(&str, usize)> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        keys,
+        [("endpoints.local.base_url", 3), ("endpoints.local.threads", 4), ("endpoints.remote.model_path", 7)]
+    );
+}

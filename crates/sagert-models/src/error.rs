@@ -65,6 +65,18 @@ pub enum ModelError {
         /// Actual SHA-256.
         actual: String,
     },
+    /// A conversion script failed.
+    #[error("cannot convert {model} with {script} (it needs the Python packages: {needs}): {message}")]
+    Conversion {
+        /// The model.
+        model: String,
+        /// The script.
+        script: String,
+        /// The packages it needs.
+        needs: String,
+        /// What went wrong.
+        message: String,
+    },
     /// No source could serve the model.
     #[error("cannot fetch {model}: {reasons}")]
     NoSource {

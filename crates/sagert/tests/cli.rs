@@ -3,6 +3,7 @@
 mod cli {
     pub mod batch;
     pub mod config;
+    pub mod embedded;
     pub mod real_server;
     pub mod taxonomy;
     pub mod util;

@@ -1,9 +1,12 @@
 //! One module per command.
 
 mod batch;
+mod chat;
 mod config;
 mod generate;
 mod models;
+
+pub(crate) use models::model_cache;
 mod status;
 mod taxonomy;
 
@@ -25,6 +28,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Batch(a) => batch::run(a),
         Command::Status(a) => status::run(a),
         Command::Models(c) => models::run(c),
+        Command::Chat(a) => chat::run(a),
     }
 }
 
@@ -63,9 +67,10 @@ pub(crate) fn selected_taxonomy(loaded: &LoadedConfig) -> anyhow::Result<(Taxono
 
 /// Run an async command body on a runtime with the machine's cores.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    Ok(rt.block_on(f))
+    Ok(runtime()?.block_on(f))
+}
+
+/// The async runtime a command runs its calls on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }

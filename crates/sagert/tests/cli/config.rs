@@ -13,7 +13,7 @@ fn example_is_valid_and_checks_clean() {
     let out = run_in(ws.path(), &["config", "check", "example.toml"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 0, "{stderr}");
-    assert!(stdout.starts_with("example.toml: ok (2 endpoint(s), roles: expander, generator, safe_responder, unsafe_responder, judge,"), "{stdout}");
+    assert!(stdout.starts_with("example.toml: ok (3 endpoint(s), roles: expander, generator, safe_responder, unsafe_responder, judge,"), "{stdout}");
 }
 
 #[test]

@@ -1,0 +1,12 @@
+//! Small encoders on candle, for the offline parts of sagert:
+//!
+//! - [`embed`]: the all-MiniLM-L6-v2 sentence embedder (BERT, mean pooling,
+//!   L2 normalisation), for semantic dedup, diversity metrics and the offline
+//!   safety classifier.
+//! - [`toxicity`]: the Jigsaw toxicity scorer, a BiLSTM ported from Keras.
+//!
+//! Both run on the CPU by default with an explicit thread count (candle's pool
+//! spins: more threads than cores slows it down many times over).
+
+pub mod embed;
+pub mod toxicity;
