@@ -40,7 +40,9 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::{ChatMessage, JsonSchema};
+use std::future::Future;
+
+use crate::{BackendError, ChatMessage, ChatRequest, Choice, JsonSchema, SamplingParams, Usage};
 
 const STRUCTURED_OUTPUT_TEMPLATE: &str = include_str!("prompts/structured_output.txt");
 const STRUCTURED_REPAIR_TEMPLATE: &str = include_str!("prompts/structured_repair.txt");
@@ -72,6 +74,52 @@ pub fn repair_conversation(messages: &[ChatMessage], bad_answer: &str, problem: 
     out.push(ChatMessage::assistant(bad_answer));
     out.push(ChatMessage::user(repair_instructions(problem)));
     out
+}
+
+/// Repair rounds a failing structured choice gets.
+pub const REPAIR_ROUNDS: u32 = 1;
+
+/// The structured-output contract every backend keeps: each of `choices` (the
+/// answers to `request`) must be JSON satisfying `schema`. A failing choice
+/// gets one repair round: `repair` is called with the request of that round
+/// ([`repair_conversation`], `n = 1`, the same schema and sampling otherwise)
+/// and returns the repaired text and its usage. If that fails too, the result
+/// is [`BackendError::Structured`]. Returns the canonical compact JSON of the
+/// parsed values, and the usage of the repair rounds.
+pub async fn check_or_repair<F, Fut>(
+    choices: Vec<Choice>,
+    request: &ChatRequest,
+    schema: &JsonSchema,
+    mut repair: F,
+) -> Result<(Vec<Choice>, Usage), BackendError>
+where
+    F: FnMut(ChatRequest) -> Fut,
+    Fut: Future<Output = Result<(String, Usage), BackendError>>,
+{
+    let mut usage = Usage::default();
+    let mut checked = Vec::with_capacity(choices.len());
+    for choice in choices {
+        let value = match check_structured(&choice.text, &schema.schema) {
+            Ok(value) => value,
+            Err(problem) => {
+                let round = ChatRequest {
+                    messages: repair_conversation(&request.messages, &choice.text, &problem),
+                    params: SamplingParams { n: 1, ..request.params.clone() },
+                    schema: request.schema.clone(),
+                };
+                let (text, round_usage) = repair(round).await?;
+                usage += round_usage;
+                check_structured(&text, &schema.schema).map_err(|message| BackendError::Structured {
+                    schema: schema.name.clone(),
+                    repairs: REPAIR_ROUNDS,
+                    message,
+                    raw: text.clone(),
+                })?
+            }
+        };
+        checked.push(Choice { text: value.to_string(), finish_reason: choice.finish_reason });
+    }
+    Ok((checked, usage))
 }
 
 /// Find the JSON value in model output.
@@ -551,6 +599,49 @@ pub fn repair_instructions(violation_or_parse_error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn failing_choices_get_one_repair_round() {
+        let schema = JsonSchema {
+            name: "v".into(),
+            schema: serde_json::json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}),
+        };
+        let mut request = ChatRequest::new(vec![ChatMessage::system("s"), ChatMessage::user("u")]);
+        request.params.n = 2;
+        request.params.temperature = Some(0.5);
+        let choices = vec![
+            Choice { text: "{\"a\": 1}".into(), finish_reason: crate::FinishReason::Stop },
+            Choice { text: "oops".into(), finish_reason: crate::FinishReason::Stop },
+        ];
+        let mut rounds = Vec::new();
+        let (checked, usage) = block_on(check_or_repair(choices.clone(), &request, &schema, |round| {
+            rounds.push(round);
+            async {
+                Ok(("```json\n{\"a\": 2}\n```".to_string(), Usage { prompt_tokens: 5, completion_tokens: 3 }))
+            }
+        }))
+        .unwrap();
+        assert_eq!(checked.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), ["{\"a\":1}", "{\"a\":2}"]);
+        assert_eq!(usage, Usage { prompt_tokens: 5, completion_tokens: 3 });
+        assert_eq!(rounds.len(), 1, "only the failing choice is repaired");
+        let round = &rounds[0];
+        assert_eq!(round.messages.len(), 4);
+        assert_eq!(round.messages[2], ChatMessage::assistant("oops"));
+        assert_eq!((round.params.n, round.params.temperature), (1, Some(0.5)));
+
+        let failed = block_on(check_or_repair(choices, &request, &schema, |_| async {
+            Ok(("{\"a\": \"x\"}".to_string(), Usage::default()))
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&failed, BackendError::Structured { schema, repairs: 1, raw, .. } if schema == "v" && raw == "{\"a\": \"x\"}"),
+            "{failed:?}"
+        );
+    }
 
     #[test]
     fn check_structured_reports_parse_and_schema_problems() {

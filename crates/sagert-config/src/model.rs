@@ -107,6 +107,17 @@ pub enum StructuredOutput {
     Prompt,
 }
 
+/// The number type of an embedded engine's KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCacheType {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 16-bit floats.
+    F16,
+}
+
 /// `[endpoints.NAME]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -122,12 +133,23 @@ pub struct EndpointConfig {
     /// an `embedded` endpoint: the known model to load (`sagert models list`),
     /// fetched on first use; the role's model id when absent.
     pub model: Option<String>,
-    /// `embedded` only: a GGUF file to load instead of a known model.
+    /// `embedded` only: a model to load instead of a known one: a GGUF file,
+    /// or a transformers directory (`config.json`, safetensors, `tokenizer.json`;
+    /// the trainer's merged output) that is converted to GGUF once and cached.
     pub model_path: Option<PathBuf>,
     /// `embedded` only: CPU threads (default 2).
     pub threads: usize,
     /// `embedded` only: context tokens available to each sequence.
     pub context_per_sequence: u32,
+    /// `embedded` only: model layers offloaded to the GPU (a build with the
+    /// `cuda` feature); 0 runs on the CPU.
+    pub gpu_layers: u32,
+    /// `embedded` only: reuse the KV cache of shared prompt prefixes (a system
+    /// prompt, one raw text under nine instructions). Default on.
+    pub prefix_cache: bool,
+    /// `embedded` only: the KV cache's number type. `f32` (the default) keeps
+    /// answers independent of prefix reuse and batching; `f16` halves its memory.
+    pub kv_cache: KvCacheType,
     /// Most requests in flight (for `embedded`: sequences decoded together).
     pub concurrency: usize,
     /// Requests per minute.
@@ -152,6 +174,9 @@ impl Default for EndpointConfig {
             model_path: None,
             threads: 2,
             context_per_sequence: 2048,
+            gpu_layers: 0,
+            prefix_cache: true,
+            kv_cache: KvCacheType::F32,
             concurrency: 8,
             requests_per_minute: None,
             tokens_per_minute: None,

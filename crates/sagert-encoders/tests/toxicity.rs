@@ -507,33 +507,3 @@ fn package_readme_overall_scores() {
         assert!((got.mean() - want).abs() <= 5.01e-5, "{text:?}: mean {} vs README {want}", got.mean());
     }
 }
-
-/// Throughput on 1,000 short texts and 200 long ones (over 100 words, so
-/// no padding to skip); prints texts/s. Run in release:
-/// `cargo test --release -p sagert-encoders --test toxicity -- --ignored --nocapture throughput`.
-#[test]
-#[ignore = "a measurement, not a check; run by hand in release"]
-fn throughput() {
-    let Some(scorer) = scorer() else { return };
-    let base = fixture();
-    let short: Vec<String> = (0..1000)
-        .map(|i| format!("{} {}", base.cases[i % 12].text, ["ok", "thanks", "again"][i % 3]))
-        .collect();
-    let long: Vec<String> = (0..200).map(|i| format!("{} {i}", base.cases[15 + i % 2].text)).collect();
-    scorer.score(&[short[0].as_str()]).unwrap();
-    for (what, texts) in [("short", short), ("long", long)] {
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let start = std::time::Instant::now();
-        let scores = scorer.score(&texts).unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(scores.len(), texts.len());
-        assert!(scores.iter().all(|s| s.to_array().iter().all(|v| (0.0..=1.0).contains(v))));
-        eprintln!(
-            "{} {what} texts in {secs:.3} s: {:.0} texts/s ({} threads, batches of {})",
-            texts.len(),
-            texts.len() as f64 / secs,
-            scorer.options().threads,
-            scorer.options().batch_size,
-        );
-    }
-}

@@ -27,6 +27,44 @@
 //!
 //! A failed `llama_decode` fails every job in flight (their KV state is no
 //! longer known) and clears the cache; the engine goes on with the waiting jobs.
+//!
+//! # Prefix reuse
+//!
+//! With `LlamaOptions::prefix_cache` (the default) a finished sequence keeps
+//! its KV cells, and the engine remembers which tokens they hold. A new job
+//! starts from the longest prefix of its prompt already computed anywhere:
+//!
+//! - in a free slot: the job takes that slot and drops the cells past the
+//!   shared prefix (`seq_rm`);
+//! - in a busy or other free slot: its stream is copied to the job's slot
+//!   (`seq_cp`, a whole-stream copy, since each sequence has its own stream) and
+//!   trimmed;
+//! - in a prompt that another job is still prefilling: when that would share at
+//!   least [`WAIT_FOR_PREFIX`] more tokens than what is computed now, the job
+//!   waits (its slot reserved) until the other job has fed the shared part, then
+//!   copies it. SAGE sends one raw text with nine instructions at once; the
+//!   text is computed once, not nine times.
+//!
+//! At least one prompt token is always fed (its logits start the generation),
+//! and a score job reuses at most the tokens before its first scored position.
+//! A free slot is taken for new work emptiest first, then least recently used.
+//! The cache is exact: a reused cell holds the same token at the same position
+//! with the same prefix, so the output is the same as without reuse (up to the
+//! batch-shape numerics of quantized kernels, see the crate docs).
+//!
+//! # Streaming
+//!
+//! A generation may carry a channel; each choice's text is sent as it becomes
+//! final (no longer a possible start of a stop string, whole characters), the
+//! rest when the choice ends.
+//!
+//! # Constrained choices
+//!
+//! A generation may carry one [`Matcher`] per choice (a JSON schema compiled
+//! by [`crate::constrained`]): its mask is applied to the logits before the
+//! sampler sees them, each sampled token advances it, and the choice ends with
+//! `stop` as soon as the grammar is complete. A matcher error ends that choice
+//! with the reason `constraint: ...`; the others go on.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -44,6 +82,7 @@ use llama_cpp_2::token::LlamaToken;
 use sagert_backend::FinishReason;
 use tokio::sync::oneshot;
 
+use crate::constrained::Matcher;
 use crate::error::LlamaError;
 use crate::sampler::{log_softmax_at, Rng, Sampler, SamplerConfig, PENALTY_LAST_N};
 use crate::text::TextOut;
@@ -62,6 +101,12 @@ pub struct EngineStats {
     /// Jobs admitted while other sequences were in the middle of generating
     /// (continuous, not static, batching).
     pub admitted_while_decoding: u64,
+    /// Prompt tokens of admitted jobs (generation prompts, scored sequences
+    /// up to their last context token).
+    pub prompt_tokens: u64,
+    /// Of those, tokens not decoded because their KV was reused from a cached
+    /// or concurrent prefix.
+    pub prompt_tokens_reused: u64,
 }
 
 /// The engine's sizes, checked by [`crate::LlamaOptions`].
@@ -73,7 +118,17 @@ pub(crate) struct EngineConfig {
     pub batch_tokens: u32,
     pub flash_attention: bool,
     pub kv_cache_f32: bool,
+    /// Reuse the KV of shared prompt prefixes (see the module docs).
+    pub prefix_cache: bool,
 }
+
+/// Shortest shared prefix worth a `seq_cp` (copying a stream costs about as much
+/// as decoding a few tokens).
+const MIN_REUSE: usize = 16;
+
+/// A job waits for another job's prefill only when that gains this many tokens
+/// over what it can reuse at once.
+pub const WAIT_FOR_PREFIX: usize = 64;
 
 /// `LLAMA_FLASH_ATTN_TYPE_DISABLED` and `_ENABLED` (`llama_flash_attn_type` is a C int).
 const FLASH_ATTENTION: [i32; 2] = [0, 1];
@@ -87,6 +142,15 @@ pub(crate) struct GeneratedChoice {
     pub tokens: u64,
 }
 
+/// A piece of streamed text: choice `choice` of a generation continues with `text`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextDelta {
+    /// The choice's index in the request.
+    pub choice: usize,
+    /// New text (whole characters).
+    pub text: String,
+}
+
 /// A generation: `n` choices of one prompt.
 #[derive(Debug)]
 pub(crate) struct GenerateJob {
@@ -98,6 +162,10 @@ pub(crate) struct GenerateJob {
     pub sampler: SamplerConfig,
     /// Choice `i` draws from `Rng::new(seed, i)`.
     pub seed: u64,
+    /// Where to stream text as it is generated, if anywhere.
+    pub stream: Option<tokio::sync::mpsc::UnboundedSender<TextDelta>>,
+    /// One grammar matcher per choice, or none (unconstrained).
+    pub constraints: Vec<Matcher>,
     pub reply: oneshot::Sender<Result<Vec<GeneratedChoice>, LlamaError>>,
 }
 
@@ -213,21 +281,33 @@ struct ChoiceState {
     pending: Option<LlamaToken>,
     finish: Option<FinishReason>,
     released: bool,
+    /// The choice's grammar, when constrained.
+    matcher: Option<Matcher>,
+}
+
+/// Waiting for another job's prefill: `donor`'s sequence will hold the first
+/// `upto` tokens of this job's prompt.
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    donor: i32,
+    upto: usize,
 }
 
 struct GenActive {
     job: GenerateJob,
-    /// Prompt tokens fed into the first choice's sequence.
+    /// Prompt tokens in the first choice's sequence (fed or reused).
     fed: usize,
+    wait: Option<Wait>,
     choices: Vec<ChoiceState>,
 }
 
 struct ScoreActive {
     job: ScoreJob,
     seq: i32,
-    /// Tokens fed; `tokens.len() - 1` of them are needed (the last one's logits
-    /// would predict past the end).
+    /// Tokens in the sequence (fed or reused); `tokens.len() - 1` of them are
+    /// needed (the last one's logits would predict past the end).
     fed: usize,
+    wait: Option<Wait>,
     logprobs: Vec<f64>,
     released: bool,
 }
@@ -235,6 +315,49 @@ struct ScoreActive {
 enum Active {
     Gen(GenActive),
     Score(ScoreActive),
+}
+
+impl Active {
+    /// The sequence being prefilled, the tokens it needs in its KV before
+    /// logits are wanted, how many it has, and its wait.
+    fn prefill(&mut self) -> (i32, &[LlamaToken], &mut usize, &mut Option<Wait>) {
+        match self {
+            Active::Gen(g) => (g.choices[0].seq, &g.job.prompt, &mut g.fed, &mut g.wait),
+            Active::Score(s) => (s.seq, &s.job.tokens[..s.job.tokens.len() - 1], &mut s.fed, &mut s.wait),
+        }
+    }
+}
+
+/// The most tokens of `prompt` a job may take from a cache: one prompt token
+/// is always fed (its logits start the generation), and a score job needs
+/// logits from its first scored position on.
+fn reuse_cap(job: &Job) -> usize {
+    match job {
+        Job::Generate(g) => g.prompt.len() - 1,
+        Job::Score(s) => s.scored_from - 1,
+    }
+}
+
+fn job_prompt(job: &Job) -> &[LlamaToken] {
+    match job {
+        Job::Generate(g) => &g.prompt,
+        Job::Score(s) => &s.tokens[..s.tokens.len() - 1],
+    }
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// What one sequence slot's KV holds.
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    /// The tokens at positions `0..tokens.len()` (decoded, or added to the
+    /// batch being built).
+    tokens: Vec<LlamaToken>,
+    /// When the slot was last released (for least-recently-used eviction).
+    released_at: u64,
 }
 
 /// What a batch row with logits is for.
@@ -253,13 +376,19 @@ struct Engine<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     config: EngineConfig,
+    /// Free sequence ids (their KV may hold a reusable prefix).
     free: Vec<i32>,
+    slots: Vec<Slot>,
+    /// Release counter, for `Slot::released_at`.
+    clock: u64,
     waiting: VecDeque<Job>,
     active: Vec<Active>,
     rows: Vec<(i32, Row)>,
     piece: Vec<u8>,
-    /// Admissions while others decoded, not yet added to `stats`.
-    admitted_while_decoding: u64,
+    /// Scratch logits for masking a constrained choice's row.
+    masked: Vec<f32>,
+    /// Counters not yet added to `stats`.
+    pending_stats: EngineStats,
     stats: Arc<Mutex<EngineStats>>,
 }
 
@@ -275,13 +404,15 @@ impl<'m> Engine<'m> {
             ctx,
             batch: LlamaBatch::new(config.batch_tokens as usize, 1),
             config,
-            // Popped from the end: sequence 0 first.
-            free: (0..config.max_sequences as i32).rev().collect(),
+            free: (0..config.max_sequences as i32).collect(),
+            slots: vec![Slot::default(); config.max_sequences],
+            clock: 0,
             waiting: VecDeque::new(),
             active: Vec::new(),
             rows: Vec::new(),
             piece: Vec::new(),
-            admitted_while_decoding: 0,
+            masked: Vec::new(),
+            pending_stats: EngineStats::default(),
             stats,
         }
     }
@@ -320,10 +451,81 @@ impl<'m> Engine<'m> {
                 Active::Score(s) => s.job.reply.is_closed(),
             };
             if cancelled {
-                release_all(&mut self.ctx, &mut self.free, active);
+                self.clock += 1;
+                release_all(&mut self.ctx, &mut self.free, &mut self.slots, self.clock, active, &self.config);
             }
         }
         self.active.retain(|a| !is_released(a));
+    }
+
+    /// Take the free slot `seq` out of the free list.
+    fn take_slot(&mut self, seq: i32) {
+        let at = self.free.iter().position(|&s| s == seq).expect("the slot is free");
+        self.free.swap_remove(at);
+    }
+
+    /// Take a free slot for new work: empty first, then least recently used;
+    /// its cells are dropped.
+    fn take_fresh_slot(&mut self) -> i32 {
+        let slots = &self.slots;
+        let at = (0..self.free.len())
+            .min_by_key(|&i| {
+                let slot = &slots[self.free[i] as usize];
+                (!slot.tokens.is_empty(), slot.released_at, self.free[i])
+            })
+            .expect("admission checked the free slots");
+        let seq = self.free.swap_remove(at);
+        self.clear_slot(seq);
+        seq
+    }
+
+    fn clear_slot(&mut self, seq: i32) {
+        if !self.slots[seq as usize].tokens.is_empty() {
+            // Removing a whole sequence cannot fail; the id is in range.
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            self.slots[seq as usize].tokens.clear();
+        }
+    }
+
+    /// Make `seq` hold the first `len` tokens of `from`'s KV: trimmed in place
+    /// when `from == seq`, else copied and trimmed.
+    fn reuse(&mut self, from: i32, seq: i32, len: usize) {
+        if from != seq {
+            // Each sequence has its own stream: llama.cpp copies whole streams.
+            self.ctx.kv_cache_seq_cp(from, seq, None, None).expect("no positions given");
+            self.slots[seq as usize].tokens = self.slots[from as usize].tokens.clone();
+        }
+        let slot = &mut self.slots[seq as usize];
+        if slot.tokens.len() > len {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(len as u32), None);
+            slot.tokens.truncate(len);
+        }
+    }
+
+    /// The sequence whose KV holds the longest prefix of
+    /// `prompt`, at most `cap` tokens, and that length. Free slots win ties (no
+    /// copy needed).
+    fn best_prefix(&self, prompt: &[LlamaToken], cap: usize) -> Option<(i32, usize)> {
+        (0..self.slots.len() as i32)
+            .map(|seq| (seq, common_prefix(&self.slots[seq as usize].tokens, prompt).min(cap)))
+            .filter(|&(_, len)| len > 0)
+            .max_by_key(|&(seq, len)| (len, self.free.contains(&seq), -seq))
+    }
+
+    /// A job still prefilling whose prompt shares more of `prompt` than is
+    /// computed anywhere: its sequence and the shared length.
+    fn prefilling_donor(&mut self, prompt: &[LlamaToken], cap: usize) -> Option<(i32, usize)> {
+        self.active
+            .iter_mut()
+            .filter_map(|active| {
+                let (seq, theirs, fed, wait) = active.prefill();
+                // A waiting job is no donor: chains of waits are not worth it.
+                if wait.is_some() || *fed >= theirs.len() {
+                    return None;
+                }
+                Some((seq, common_prefix(theirs, prompt).min(cap)))
+            })
+            .max_by_key(|&(seq, len)| (len, -seq))
     }
 
     fn admit(&mut self) {
@@ -348,14 +550,26 @@ impl<'m> Engine<'m> {
                 Active::Gen(g) => g.choices.iter().any(|c| c.pending.is_some()),
                 Active::Score(_) => false,
             });
-            self.admitted_while_decoding += u64::from(decoding);
+            self.pending_stats.admitted_while_decoding += u64::from(decoding);
+            let prompt_len = job_prompt(&job).len();
+            self.pending_stats.prompt_tokens += prompt_len as u64;
+
+            // The first sequence and what it starts with.
+            let (seq, fed, wait) =
+                if self.config.prefix_cache { self.place(&job) } else { (self.take_fresh_slot(), 0, None) };
+            self.pending_stats.prompt_tokens_reused += fed as u64;
             let active = match job {
-                Job::Generate(job) => {
+                Job::Generate(mut job) => {
+                    let mut matchers = std::mem::take(&mut job.constraints).into_iter();
                     let tail = &job.prompt[job.prompt.len().saturating_sub(PENALTY_LAST_N)..];
                     let history: Vec<u32> = tail.iter().map(|t| t.0 as u32).collect();
-                    let choices = (0..job.n)
-                        .map(|i| ChoiceState {
-                            seq: self.free.pop().expect("admission checked the free slots"),
+                    let mut seqs = vec![seq];
+                    seqs.extend((1..job.n).map(|_| self.take_fresh_slot()));
+                    let choices = seqs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, seq)| ChoiceState {
+                            seq,
                             sampler: Sampler::new(job.sampler.clone(), Rng::new(job.seed, i as u64)),
                             text: TextOut::new(&job.stop),
                             history: history.clone(),
@@ -364,24 +578,80 @@ impl<'m> Engine<'m> {
                             pending: None,
                             finish: None,
                             released: false,
+                            matcher: matchers.next(),
                         })
                         .collect();
-                    Active::Gen(GenActive { job, fed: 0, choices })
+                    Active::Gen(GenActive { job, fed, wait, choices })
                 }
-                Job::Score(job) => Active::Score(ScoreActive {
-                    seq: self.free.pop().expect("admission checked the free slots"),
-                    job,
-                    fed: 0,
-                    logprobs: Vec::new(),
-                    released: false,
-                }),
+                Job::Score(job) => {
+                    Active::Score(ScoreActive { seq, job, fed, wait, logprobs: Vec::new(), released: false })
+                }
             };
             self.active.push(active);
         }
     }
 
+    /// Pick the first sequence of `job`, reusing the longest computed prefix of
+    /// its prompt; returns the sequence, the tokens it already holds, and a wait
+    /// when another job's prefill will soon hold more.
+    fn place(&mut self, job: &Job) -> (i32, usize, Option<Wait>) {
+        let prompt = job_prompt(job).to_vec();
+        let cap = reuse_cap(job);
+        let best = self.best_prefix(&prompt, cap);
+        let seq = match best {
+            Some((from, len)) if len >= MIN_REUSE && self.free.contains(&from) => {
+                self.take_slot(from);
+                self.reuse(from, from, len);
+                from
+            }
+            Some((from, len)) if len >= MIN_REUSE => {
+                let seq = self.take_fresh_slot();
+                self.reuse(from, seq, len);
+                seq
+            }
+            _ => self.take_fresh_slot(),
+        };
+        let fed = self.slots[seq as usize].tokens.len();
+        let wait = match self.prefilling_donor(&prompt, cap) {
+            Some((donor, upto)) if upto >= fed + WAIT_FOR_PREFIX => Some(Wait { donor, upto }),
+            _ => None,
+        };
+        (seq, fed, wait)
+    }
+
+    /// Resolve the waits whose donors have fed what was waited for (or stopped
+    /// prefilling): copy the shared prefix, and prefill the rest as usual.
+    fn resolve_waits(&mut self) {
+        for a in 0..self.active.len() {
+            let (seq, prompt, fed, wait) = self.active[a].prefill();
+            let Some(Wait { donor, upto }) = *wait else { continue };
+            let (fed_now, prompt_head) = (*fed, prompt[..upto].to_vec());
+            let computed = common_prefix(&self.slots[donor as usize].tokens, &prompt_head);
+            let donor_busy = self.active.iter().enumerate().any(|(i, other)| {
+                i != a
+                    && match other {
+                        Active::Gen(g) => g.choices[0].seq == donor && g.fed < g.job.prompt.len(),
+                        Active::Score(s) => s.seq == donor && s.fed + 1 < s.job.tokens.len(),
+                    }
+            });
+            if computed < upto && donor_busy {
+                continue;
+            }
+            let (_, _, fed, wait) = self.active[a].prefill();
+            *wait = None;
+            if computed >= fed_now + MIN_REUSE {
+                *fed = computed;
+                self.reuse(donor, seq, computed);
+                self.pending_stats.prompt_tokens_reused += (computed - fed_now) as u64;
+            }
+        }
+    }
+
     /// Build one batch, decode it, handle its logits, retire what finished.
     fn step(&mut self) {
+        if self.config.prefix_cache {
+            self.resolve_waits();
+        }
         self.batch.clear();
         self.rows.clear();
         let mut sequences = 0;
@@ -394,6 +664,7 @@ impl<'m> Engine<'m> {
                     self.batch
                         .add(token, choice.pos, &[choice.seq], true)
                         .expect("batch sized for every sequence");
+                    self.slots[choice.seq as usize].tokens.push(token);
                     sequences += 1;
                 }
             }
@@ -405,7 +676,7 @@ impl<'m> Engine<'m> {
                 break;
             }
             match active {
-                Active::Gen(gen) if gen.fed < gen.job.prompt.len() => {
+                Active::Gen(gen) if gen.wait.is_none() && gen.fed < gen.job.prompt.len() => {
                     let seq = gen.choices[0].seq;
                     let end = gen.job.prompt.len().min(gen.fed + budget);
                     for pos in gen.fed..end {
@@ -415,11 +686,12 @@ impl<'m> Engine<'m> {
                         }
                         self.batch.add(gen.job.prompt[pos], pos as i32, &[seq], last).expect("within budget");
                     }
+                    self.slots[seq as usize].tokens.extend_from_slice(&gen.job.prompt[gen.fed..end]);
                     budget -= end - gen.fed;
                     gen.fed = end;
                     sequences += 1;
                 }
-                Active::Score(score) if score.fed + 1 < score.job.tokens.len() => {
+                Active::Score(score) if score.wait.is_none() && score.fed + 1 < score.job.tokens.len() => {
                     let needed = score.job.tokens.len() - 1;
                     let end = needed.min(score.fed + budget);
                     for pos in score.fed..end {
@@ -431,6 +703,9 @@ impl<'m> Engine<'m> {
                             .add(score.job.tokens[pos], pos as i32, &[score.seq], wanted)
                             .expect("within budget");
                     }
+                    self.slots[score.seq as usize]
+                        .tokens
+                        .extend_from_slice(&score.job.tokens[score.fed..end]);
                     budget -= end - score.fed;
                     score.fed = end;
                     sequences += 1;
@@ -451,11 +726,14 @@ impl<'m> Engine<'m> {
         let generated = self.generated_total() - generated_before;
         {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            let pending = std::mem::take(&mut self.pending_stats);
             stats.decode_steps += 1;
             stats.tokens_decoded += tokens as u64;
             stats.tokens_generated += generated;
             stats.max_batch_sequences = stats.max_batch_sequences.max(sequences);
-            stats.admitted_while_decoding += std::mem::take(&mut self.admitted_while_decoding);
+            stats.admitted_while_decoding += pending.admitted_while_decoding;
+            stats.prompt_tokens += pending.prompt_tokens;
+            stats.prompt_tokens_reused += pending.prompt_tokens_reused;
         }
         self.retire();
     }
@@ -482,22 +760,25 @@ impl<'m> Engine<'m> {
                     for choice in &gen.choices[1..] {
                         // Full-range copy: each sequence has its own KV stream.
                         self.ctx.kv_cache_seq_cp(first, choice.seq, None, None).expect("no positions given");
+                        self.slots[choice.seq as usize].tokens = self.slots[first as usize].tokens.clone();
                     }
                     let logits = self.ctx.get_logits_ith(index);
-                    for choice in &mut gen.choices {
-                        let token = choice.sampler.sample(logits, &choice.history);
-                        accept(self.model, &mut self.piece, gen.job.max_tokens, choice, token);
+                    for (c, choice) in gen.choices.iter_mut().enumerate() {
+                        if let Some(token) = sample(choice, logits, &mut self.masked) {
+                            accept(self.model, &mut self.piece, &gen.job, c, choice, token);
+                        }
                     }
                 }
-                Row::Token { active, choice } => {
+                Row::Token { active, choice: c } => {
                     let Active::Gen(gen) = &mut self.active[active] else {
                         unreachable!("row kinds match jobs")
                     };
-                    let choice = &mut gen.choices[choice];
+                    let choice = &mut gen.choices[c];
                     choice.pos += 1;
                     let logits = self.ctx.get_logits_ith(index);
-                    let token = choice.sampler.sample(logits, &choice.history);
-                    accept(self.model, &mut self.piece, gen.job.max_tokens, choice, token);
+                    if let Some(token) = sample(choice, logits, &mut self.masked) {
+                        accept(self.model, &mut self.piece, &gen.job, c, choice, token);
+                    }
                 }
                 Row::Score { active, pos } => {
                     let Active::Score(score) = &mut self.active[active] else {
@@ -518,14 +799,30 @@ impl<'m> Engine<'m> {
                 Active::Gen(gen) => {
                     for choice in &mut gen.choices {
                         if choice.finish.is_some() && !choice.released {
-                            release(&mut self.ctx, &mut self.free, choice.seq);
+                            self.clock += 1;
+                            release(
+                                &mut self.ctx,
+                                &mut self.free,
+                                &mut self.slots,
+                                self.clock,
+                                choice.seq,
+                                &self.config,
+                            );
                             choice.released = true;
                         }
                     }
                 }
                 Active::Score(score) => {
                     if score.fed + 1 >= score.job.tokens.len() && !score.released {
-                        release(&mut self.ctx, &mut self.free, score.seq);
+                        self.clock += 1;
+                        release(
+                            &mut self.ctx,
+                            &mut self.free,
+                            &mut self.slots,
+                            self.clock,
+                            score.seq,
+                            &self.config,
+                        );
                         score.released = true;
                     }
                 }
@@ -537,13 +834,25 @@ impl<'m> Engine<'m> {
         for active in done {
             match active {
                 Active::Gen(gen) => {
+                    let stream = gen.job.stream;
                     let choices = gen
                         .choices
                         .into_iter()
-                        .map(|c| GeneratedChoice {
-                            text: c.text.into_string(),
-                            finish_reason: c.finish.unwrap_or(FinishReason::Stop),
-                            tokens: c.generated,
+                        .enumerate()
+                        .map(|(i, c)| {
+                            let emitted = c.text.emitted();
+                            let text = c.text.into_string();
+                            if let Some(stream) = &stream {
+                                if text.len() > emitted {
+                                    let _ = stream
+                                        .send(TextDelta { choice: i, text: text[emitted..].to_string() });
+                                }
+                            }
+                            GeneratedChoice {
+                                text,
+                                finish_reason: c.finish.unwrap_or(FinishReason::Stop),
+                                tokens: c.generated,
+                            }
                         })
                         .collect();
                     let _ = gen.job.reply.send(Ok(choices));
@@ -557,7 +866,15 @@ impl<'m> Engine<'m> {
 
     fn fail_all(&mut self, error: LlamaError) {
         for mut active in std::mem::take(&mut self.active) {
-            release_all(&mut self.ctx, &mut self.free, &mut active);
+            self.clock += 1;
+            release_all(
+                &mut self.ctx,
+                &mut self.free,
+                &mut self.slots,
+                self.clock,
+                &mut active,
+                &self.config,
+            );
             let job = match active {
                 Active::Gen(g) => Job::Generate(g.job),
                 Active::Score(s) => Job::Score(s.job),
@@ -565,12 +882,23 @@ impl<'m> Engine<'m> {
             job.fail(error.clone());
         }
         self.ctx.clear_kv_cache();
+        for slot in &mut self.slots {
+            slot.tokens.clear();
+        }
     }
 }
 
-/// Record a sampled token: finish on end-of-generation, a stop string or the
-/// token limit, else queue it for the next batch.
-fn accept(model: &LlamaModel, piece: &mut Vec<u8>, max_tokens: usize, choice: &mut ChoiceState, token: u32) {
+/// Record a sampled token of choice `c`: finish on end-of-generation, a stop
+/// string or the token limit, else queue it for the next batch; stream text
+/// that became final.
+fn accept(
+    model: &LlamaModel,
+    piece: &mut Vec<u8>,
+    job: &GenerateJob,
+    c: usize,
+    choice: &mut ChoiceState,
+    token: u32,
+) {
     choice.generated += 1;
     choice.pending = None;
     let token = LlamaToken(token as i32);
@@ -583,7 +911,24 @@ fn accept(model: &LlamaModel, piece: &mut Vec<u8>, max_tokens: usize, choice: &m
     vocab.token_to_piece_into(token, piece, false, None);
     if choice.text.push(piece) {
         choice.finish = Some(FinishReason::Stop);
-    } else if choice.generated as usize >= max_tokens {
+        return;
+    }
+    if let Some(stream) = &job.stream {
+        if let Some(text) = choice.text.take_ready() {
+            let _ = stream.send(TextDelta { choice: c, text });
+        }
+    }
+    if let Some(matcher) = &mut choice.matcher {
+        if let Err(e) = matcher.consume(token.0 as u32) {
+            choice.finish = Some(FinishReason::Other(format!("constraint: {e}")));
+            return;
+        }
+        if matcher.is_finished() {
+            choice.finish = Some(FinishReason::Stop);
+            return;
+        }
+    }
+    if choice.generated as usize >= job.max_tokens {
         choice.finish = Some(FinishReason::Length);
     } else {
         choice.history.push(token.0 as u32);
@@ -591,18 +936,55 @@ fn accept(model: &LlamaModel, piece: &mut Vec<u8>, max_tokens: usize, choice: &m
     }
 }
 
-fn release(ctx: &mut LlamaContext<'_>, free: &mut Vec<i32>, seq: i32) {
-    // Removing a whole sequence cannot fail; the id is in range by construction.
-    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+/// Sample the next token of `choice` from its logits row, masked by its
+/// grammar when it has one. `None` when the grammar failed (the choice is
+/// then finished with the reason).
+fn sample(choice: &mut ChoiceState, logits: &[f32], masked: &mut Vec<f32>) -> Option<u32> {
+    let Some(matcher) = &mut choice.matcher else {
+        return Some(choice.sampler.sample(logits, &choice.history));
+    };
+    masked.clear();
+    masked.extend_from_slice(logits);
+    if let Err(e) = matcher.mask_logits(masked) {
+        choice.pending = None;
+        choice.finish = Some(FinishReason::Other(format!("constraint: {e}")));
+        return None;
+    }
+    Some(choice.sampler.sample(masked, &choice.history))
+}
+
+/// Free `seq`; with the prefix cache its cells stay for reuse.
+fn release(
+    ctx: &mut LlamaContext<'_>,
+    free: &mut Vec<i32>,
+    slots: &mut [Slot],
+    clock: u64,
+    seq: i32,
+    config: &EngineConfig,
+) {
+    let slot = &mut slots[seq as usize];
+    if !config.prefix_cache {
+        // Removing a whole sequence cannot fail; the id is in range by construction.
+        let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        slot.tokens.clear();
+    }
+    slot.released_at = clock;
     free.push(seq);
 }
 
-fn release_all(ctx: &mut LlamaContext<'_>, free: &mut Vec<i32>, active: &mut Active) {
+fn release_all(
+    ctx: &mut LlamaContext<'_>,
+    free: &mut Vec<i32>,
+    slots: &mut [Slot],
+    clock: u64,
+    active: &mut Active,
+    config: &EngineConfig,
+) {
     match active {
         Active::Gen(gen) => {
             for choice in &mut gen.choices {
                 if !choice.released {
-                    release(ctx, free, choice.seq);
+                    release(ctx, free, slots, clock, choice.seq, config);
                     choice.released = true;
                 }
                 choice.finish.get_or_insert(FinishReason::Other("cancelled".into()));
@@ -610,7 +992,7 @@ fn release_all(ctx: &mut LlamaContext<'_>, free: &mut Vec<i32>, active: &mut Act
         }
         Active::Score(score) => {
             if !score.released {
-                release(ctx, free, score.seq);
+                release(ctx, free, slots, clock, score.seq, config);
                 score.released = true;
             }
         }

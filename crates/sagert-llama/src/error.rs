@@ -72,6 +72,11 @@ pub enum LlamaError {
         /// llama.cpp's reason.
         message: String,
     },
+    /// A constrained choice's grammar matcher and its sampled tokens disagree
+    /// (a token the mask forbade, or a mask for the wrong vocabulary): a bug,
+    /// so the choice fails.
+    #[error("constrained decoding failed: {0}")]
+    Constraint(String),
     /// The engine thread is gone (it panicked, or the backend is shutting down).
     #[error("the llama engine thread stopped: {0}")]
     EngineStopped(String),

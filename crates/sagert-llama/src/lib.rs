@@ -16,11 +16,13 @@
 //!   output whatever else shares the batch.
 //! - [`template`]: the model's own Jinja chat template from its GGUF metadata,
 //!   rendered with minijinja as transformers does.
-//! - Structured output in prompt mode, the same contract as `sagert-openai`:
-//!   schema instructions in the system message, tolerant parsing with
-//!   [`sagert_backend::json`], one repair round, else
-//!   [`BackendError::Structured`]. Constrained decoding is not there yet, so
-//!   [`Capabilities::json_schema`] is `false`.
+//! - [`constrained`]: JSON-schema constrained decoding with llguidance: the
+//!   schema's grammar masks the logits before our sampler sees them, so output
+//!   always parses ([`Capabilities::json_schema`] is `true`). The contract is
+//!   `sagert-openai`'s: schema instructions in the system message, the check
+//!   with [`sagert_backend::json`], one repair round, else
+//!   [`BackendError::Structured`].
+//! - Prefix reuse and streaming: see [`engine`].
 //! - Log-prob scoring: the completion's tokens scored from the logits of the
 //!   positions before them, in f64, batched with everything else. Checked against
 //!   llama-cpp-python by `scripts/reference/llama_logprobs.py` and
@@ -51,10 +53,19 @@
 //! ~2e-5 nat (`tests/llama.rs`). Flash attention is off by default because its
 //! CPU kernel accumulates in f16 ([`LlamaOptions::flash_attention`]).
 //!
+//! The KV cache is f32 by default. With llama.cpp's f16 cache, attention runs
+//! different kernels for a one-token batch and a whole prompt, and prefix reuse
+//! (which feeds only a prompt's last token) then changed the greedy text of 4
+//! of 12 short SmolLM2 prompts between a first and a repeated call; with the
+//! f32 cache, 0 of 12. A repeated request gives the same answer, whatever the
+//! cache held before. The f16 cache ([`LlamaOptions::kv_cache_f32`] `= false`)
+//! halves KV memory at the price of that reproducibility.
+//!
 //! The model-backend traits live in `sagert-backend`; the HTTP backend beside
 //! this one is `sagert-openai`; `sagert-engine` adds caching and budgets above
 //! both.
 
+pub mod constrained;
 pub mod engine;
 mod error;
 pub mod sampler;
@@ -78,10 +89,12 @@ use sagert_backend::{
     BackendError, BoxFuture, Capabilities, ChatBackend, ChatMessage, ChatRequest, ChatResponse, Choice,
     LogProbScorer, SamplingParams, ScoreRequest, ScoreResult, Usage,
 };
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
-pub use engine::EngineStats;
+pub use constrained::{Grammars, Matcher};
 use engine::{EngineConfig, GenerateJob, Job};
+pub use engine::{EngineStats, TextDelta};
 pub use error::LlamaError;
 pub use sampler::SamplerConfig;
 pub use score::TokenScores;
@@ -116,10 +129,19 @@ pub struct LlamaOptions {
     /// (measured on SmolLM2 against the same model without it). Worth turning on
     /// with a GPU.
     pub flash_attention: bool,
-    /// Keep the KV cache in f32 instead of llama.cpp's default f16: twice the
-    /// memory, and log-probs that no longer move with the cache's rounding (on
-    /// SmolLM2-135M, f16 against f32 moves a 15-token sum by up to ~0.9 nat).
+    /// Keep the KV cache in f32 (the default) instead of llama.cpp's f16: twice
+    /// the memory, and results that do not move with the cache's rounding or
+    /// with prefix reuse (on SmolLM2-135M, f16 against f32 moves a 15-token
+    /// log-prob sum by up to ~0.9 nat; see the crate docs on reproducibility).
     pub kv_cache_f32: bool,
+    /// Reuse the KV cache of prompt prefixes computed before (a shared system
+    /// prompt, one document under several instructions); see [`engine`]. The
+    /// output is the same either way; off only to measure what it saves.
+    pub prefix_cache: bool,
+    /// Constrain a request's JSON schema by decoding: every token is sampled
+    /// under the schema's grammar ([`constrained`]), so the output parses. Off,
+    /// schemas are asked for in the prompt only (then checked, with one repair).
+    pub constrained_decoding: bool,
 }
 
 impl Default for LlamaOptions {
@@ -135,7 +157,9 @@ impl Default for LlamaOptions {
             repetition_penalty: 1.0,
             gpu_layers: 0,
             flash_attention: false,
-            kv_cache_f32: false,
+            kv_cache_f32: true,
+            prefix_cache: true,
+            constrained_decoding: true,
         }
     }
 }
@@ -187,7 +211,9 @@ fn runtime() -> Result<&'static LlamaRuntime, LlamaError> {
     RUNTIME
         .get_or_init(|| {
             let mut runtime = LlamaRuntime::init().map_err(|e| e.to_string())?;
-            runtime.void_logs();
+            if std::env::var_os("SAGERT_LLAMA_LOGS").is_none() {
+                runtime.void_logs();
+            }
             Ok(runtime)
         })
         .as_ref()
@@ -205,6 +231,8 @@ pub struct LlamaBackend {
     engine: Option<JoinHandle<()>>,
     stats: Arc<Mutex<EngineStats>>,
     seeds: AtomicU64,
+    /// The vocabulary's grammar tables, built on the first constrained request.
+    grammars: OnceLock<Result<Grammars, String>>,
 }
 
 impl std::fmt::Debug for LlamaBackend {
@@ -257,6 +285,7 @@ impl LlamaBackend {
             batch_tokens: options.batch_tokens,
             flash_attention: options.flash_attention,
             kv_cache_f32: options.kv_cache_f32,
+            prefix_cache: options.prefix_cache,
         };
         let stats = Arc::new(Mutex::new(EngineStats::default()));
         let (jobs, engine) = engine::spawn(runtime, Arc::clone(&model), config, path, Arc::clone(&stats))?;
@@ -270,6 +299,7 @@ impl LlamaBackend {
             engine: Some(engine),
             stats,
             seeds: AtomicU64::new(0),
+            grammars: OnceLock::new(),
         })
     }
 
@@ -327,6 +357,15 @@ impl LlamaBackend {
         jobs.send(job).map_err(|_| LlamaError::EngineStopped("the engine thread is gone".into()))
     }
 
+    /// The grammar tables of the model's vocabulary (built once, ~0.1 s for
+    /// 49k tokens).
+    fn grammars(&self) -> Result<&Grammars, LlamaError> {
+        self.grammars
+            .get_or_init(|| Grammars::new(Arc::clone(&self.model)).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| LlamaError::Invalid(e.clone()))
+    }
+
     fn fresh_seed(&self) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -340,6 +379,8 @@ impl LlamaBackend {
         &self,
         messages: &[ChatMessage],
         params: &SamplingParams,
+        stream: Option<UnboundedSender<TextDelta>>,
+        schema: Option<&serde_json::Value>,
     ) -> Result<(Vec<Choice>, Usage), LlamaError> {
         let n = params.n as usize;
         if n == 0 || n > self.options.max_sequences {
@@ -353,6 +394,13 @@ impl LlamaBackend {
         }
         let sampler = self.options.sampler(params);
         sampler.check().map_err(LlamaError::Invalid)?;
+        let constraints = match schema {
+            Some(schema) => {
+                let grammars = self.grammars()?;
+                (0..n).map(|_| grammars.json_schema(schema)).collect::<Result<Vec<_>, _>>()?
+            }
+            None => Vec::new(),
+        };
         let prompt = self.tokens(&self.render_chat(messages)?);
         let context = self.options.context_per_sequence as usize;
         if prompt.len() >= context {
@@ -371,6 +419,8 @@ impl LlamaBackend {
             stop: params.stop.clone(),
             sampler,
             seed: params.seed.unwrap_or_else(|| self.fresh_seed()),
+            stream,
+            constraints,
             reply,
         }))?;
         let generated = answer
@@ -382,13 +432,37 @@ impl LlamaBackend {
         Ok((choices, usage))
     }
 
-    async fn chat_request(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+    /// Answer `request` as [`ChatBackend::chat`] does, sending each choice's
+    /// text to `stream` as it is generated. The concatenated deltas of a choice
+    /// are its text in the response. A request with a schema is answered whole
+    /// (prompt-mode structured output may repair a choice), then streamed as
+    /// one delta per choice.
+    pub async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        stream: UnboundedSender<TextDelta>,
+    ) -> Result<ChatResponse, BackendError> {
+        if request.schema.is_some() {
+            let response = self.chat_request(request, None).await?;
+            for (choice, c) in response.choices.iter().enumerate() {
+                let _ = stream.send(TextDelta { choice, text: c.text.clone() });
+            }
+            return Ok(response);
+        }
+        self.chat_request(request, Some(stream)).await
+    }
+
+    async fn chat_request(
+        &self,
+        request: &ChatRequest,
+        stream: Option<UnboundedSender<TextDelta>>,
+    ) -> Result<ChatResponse, BackendError> {
         let started = Instant::now();
         match &request.schema {
             Some(schema) => structured::chat(self, request, schema).await,
             None => {
                 let (choices, usage) = self
-                    .generate(&request.messages, &request.params)
+                    .generate(&request.messages, &request.params, stream, None)
                     .await
                     .map_err(|e| e.into_backend_error(&self.options.model_id, started.elapsed()))?;
                 Ok(ChatResponse { model: self.options.model_id.clone(), choices, usage })
@@ -413,11 +487,11 @@ impl ChatBackend for LlamaBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { json_schema: false, logprobs: true }
+        Capabilities { json_schema: self.options.constrained_decoding, logprobs: true }
     }
 
     fn chat<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, BackendError>> {
-        Box::pin(self.chat_request(request))
+        Box::pin(self.chat_request(request, None))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Structured output in prompt mode, with the same contract as `sagert-openai`.
+//! Structured output, with the same contract as `sagert-openai`.
 //!
 //! [`schema_instructions`] go at the end of the system message (or into a new
 //! one at the start). Each choice's text goes through [`extract_json`] and
@@ -8,22 +8,19 @@
 //! [`BackendError::Structured`]. Returned texts are the compact JSON of the
 //! parsed values; the usage covers the repair rounds.
 //!
-//! Constrained decoding (llguidance) will replace this; until then
-//! `capabilities().json_schema` is `false`.
+//! With [`crate::LlamaOptions::constrained_decoding`] (the default) every
+//! generation, the repair round included, is also decoded under the schema's
+//! grammar ([`crate::constrained`]), so a choice fails the check only when
+//! `max_tokens` cut it short. The instructions stay in the prompt even then:
+//! the grammar fixes the form, the instructions tell the model what the
+//! fields are for.
 
 use std::time::Instant;
 
-use sagert_backend::json::{
-    check_structured as check, repair_conversation as repair_messages, schema_instructions,
-};
-use sagert_backend::{
-    BackendError, ChatMessage, ChatRequest, ChatResponse, ChatRole, Choice, JsonSchema, SamplingParams,
-};
+use sagert_backend::json::{check_or_repair, schema_instructions};
+use sagert_backend::{BackendError, ChatMessage, ChatRequest, ChatResponse, ChatRole, JsonSchema};
 
 use crate::LlamaBackend;
-
-/// Repair rounds per choice.
-const REPAIR_ROUNDS: u32 = 1;
 
 /// Answer a request that carries `schema`.
 pub(crate) async fn chat(
@@ -34,34 +31,25 @@ pub(crate) async fn chat(
     let started = Instant::now();
     let model_id = &backend.options().model_id;
     let instructions = schema_instructions(schema);
+    let constraint = backend.options().constrained_decoding.then_some(&schema.schema);
     let to_backend = |e: crate::LlamaError| e.into_backend_error(model_id, started.elapsed());
-    let (first, mut usage) = backend
-        .generate(&with_instructions(&request.messages, &instructions), &request.params)
+    let (first, usage) = backend
+        .generate(&with_instructions(&request.messages, &instructions), &request.params, None, constraint)
         .await
         .map_err(to_backend)?;
-    let mut choices = Vec::with_capacity(first.len());
-    for choice in first {
-        let value = match check(&choice.text, &schema.schema) {
-            Ok(value) => value,
-            Err(problem) => {
-                let repair = repair_messages(&request.messages, &choice.text, &problem);
-                let params = SamplingParams { n: 1, ..request.params.clone() };
-                let (repaired, repair_usage) = backend
-                    .generate(&with_instructions(&repair, &instructions), &params)
-                    .await
-                    .map_err(to_backend)?;
-                usage += repair_usage;
-                let text = repaired.into_iter().next().map(|c| c.text).unwrap_or_default();
-                check(&text, &schema.schema).map_err(|message| BackendError::Structured {
-                    schema: schema.name.clone(),
-                    repairs: REPAIR_ROUNDS,
-                    message,
-                    raw: text.clone(),
-                })?
-            }
-        };
-        choices.push(Choice { text: value.to_string(), finish_reason: choice.finish_reason });
-    }
+    let (choices, repairs) = check_or_repair(first, request, schema, |round| {
+        let instructions = &instructions;
+        async move {
+            let (repaired, usage) = backend
+                .generate(&with_instructions(&round.messages, instructions), &round.params, None, constraint)
+                .await
+                .map_err(to_backend)?;
+            Ok((repaired.into_iter().next().map(|c| c.text).unwrap_or_default(), usage))
+        }
+    })
+    .await?;
+    let mut usage = usage;
+    usage += repairs;
     Ok(ChatResponse { model: model_id.clone(), choices, usage })
 }
 

@@ -12,6 +12,8 @@ pub struct TextOut {
     bytes: Vec<u8>,
     stops: Vec<Vec<u8>>,
     longest_stop: usize,
+    /// Bytes already handed out by [`TextOut::take_ready`] (whole characters).
+    emitted: usize,
 }
 
 impl TextOut {
@@ -20,7 +22,7 @@ impl TextOut {
         let stops: Vec<Vec<u8>> =
             stops.iter().filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect();
         let longest_stop = stops.iter().map(Vec::len).max().unwrap_or(0);
-        TextOut { bytes: Vec::new(), stops, longest_stop }
+        TextOut { bytes: Vec::new(), stops, longest_stop, emitted: 0 }
     }
 
     /// Append a token's piece. Returns `true` when a stop string now occurs; the
@@ -46,6 +48,33 @@ impl TextOut {
             }
             None => false,
         }
+    }
+
+    /// Text that can no longer change, not handed out before: whole characters,
+    /// and not the last `longest stop - 1` bytes, which could still begin a stop
+    /// string (the output is cut there when it completes).
+    pub fn take_ready(&mut self) -> Option<String> {
+        let end = self.bytes.len().saturating_sub(self.longest_stop.saturating_sub(1));
+        if end <= self.emitted {
+            return None;
+        }
+        let ready = &self.bytes[self.emitted..end];
+        let valid = match std::str::from_utf8(ready) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        if valid == 0 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&ready[..valid]).into_owned();
+        self.emitted += valid;
+        Some(text)
+    }
+
+    /// Bytes handed out by [`TextOut::take_ready`]; they are a prefix of
+    /// [`TextOut::into_string`]'s text.
+    pub fn emitted(&self) -> usize {
+        self.emitted
     }
 
     /// The output so far, as bytes.
@@ -140,5 +169,42 @@ mod tests {
         assert!(!t.push("こんにちは".as_bytes()));
         assert!(t.push("。また".as_bytes()));
         assert_eq!(t.as_bytes(), "こんにちは".as_bytes());
+    }
+
+    #[test]
+    fn streamed_pieces_add_up_to_the_final_text() {
+        // Held back: the last 2 bytes (a stop of 3 could begin there), and a
+        // character split over pieces.
+        let mut t = TextOut::new(&stops(&["END"]));
+        let mut streamed = String::new();
+        let pieces: [&[u8]; 5] = [b"Hel", b"lo \xc3", b"\xa9 w", b"orld E", b"ND tail"];
+        let mut stopped = false;
+        for piece in pieces {
+            stopped = t.push(piece);
+            if let Some(ready) = t.take_ready() {
+                streamed.push_str(&ready);
+            }
+            if stopped {
+                break;
+            }
+        }
+        assert!(stopped);
+        let emitted = t.emitted();
+        let full = t.into_string();
+        assert_eq!(full, "Hello \u{e9} world ");
+        streamed.push_str(&full[emitted..]);
+        assert_eq!(streamed, full);
+    }
+
+    #[test]
+    fn nothing_is_held_back_without_stops() {
+        let mut t = TextOut::new(&[]);
+        t.push(b"abc");
+        assert_eq!(t.take_ready().as_deref(), Some("abc"));
+        assert_eq!(t.take_ready(), None);
+        t.push(b"\xe2\x82");
+        assert_eq!(t.take_ready(), None, "half a character waits");
+        t.push(b"\xac!");
+        assert_eq!(t.take_ready().as_deref(), Some("\u{20ac}!"));
     }
 }

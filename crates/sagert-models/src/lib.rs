@@ -15,6 +15,7 @@
 mod error;
 mod fetch;
 mod registry;
+pub mod testing;
 
 pub use error::ModelError;
 pub use fetch::{CacheStatus, ModelCache, Source};

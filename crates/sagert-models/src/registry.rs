@@ -12,6 +12,8 @@ pub enum ModelKind {
     Embedder,
     /// The Keras toxicity classifier, converted to safetensors + JSON.
     Toxicity,
+    /// Not a model: a labelled data set (training and evaluation data).
+    Dataset,
 }
 
 /// One file of a model, with its SHA-256 where it is fixed.
@@ -83,7 +85,8 @@ impl KnownModel {
     }
 }
 
-/// Every model sagert knows.
+/// Every model sagert knows, and the data sets it fetches the same way
+/// ([`ModelKind::Dataset`]).
 pub const KNOWN_MODELS: &[KnownModel] = &[
     KnownModel {
         name: "smollm2-135m-instruct",
@@ -172,6 +175,69 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             outputs: &["toxicity.safetensors", "tokenizer.json"],
         }),
     },
+    KnownModel {
+        name: "pyrit-scorer-evals",
+        kind: ModelKind::Dataset,
+        description: "PyRIT 1.1.0 scorer evaluation data (MIT): human-labelled refusal and harm CSVs; \
+                      contains real harmful text",
+        files: &[
+            ModelFile {
+                path: "refusal_scorer/refusal.csv",
+                sha256: "1ebc42ef7dadd97962cc00d04edd6a52a321f7936c063ff3453d2bbcef30a5d7",
+            },
+            ModelFile {
+                path: "refusal_scorer/refusal_extra.csv",
+                sha256: "6ce7f61a8205eb8c29b1a247b52b3730501349f9adf0674a696efb004658a18a",
+            },
+            ModelFile {
+                path: "harm/exploits.csv",
+                sha256: "f736d8f3d0c2a034cc38f92d587eb66d71740cd1a712bc03eda6d32148d7e6af",
+            },
+            ModelFile {
+                path: "harm/hate_speech.csv",
+                sha256: "6548e2e377d054cbca9ff6751022e20dc06b59957830b7e74e54b144371fcb3b",
+            },
+            ModelFile {
+                path: "harm/hate_speech_multi_score.csv",
+                sha256: "6597b56a388b68fe8c072a0d6953f211ce62e23ed46373f36207a3261de0c406",
+            },
+            ModelFile {
+                path: "harm/info_integrity.csv",
+                sha256: "d13de133267b803b7d6a483bca53039411cfe6d0ffa51df6ae441352d3a9be66",
+            },
+            ModelFile {
+                path: "harm/mini_hate_speech.csv",
+                sha256: "7b1383503183a11b4f14999b63ea2bcb86509e6569d899fc6db70289e2829679",
+            },
+            ModelFile {
+                path: "harm/privacy.csv",
+                sha256: "8b5f63bfc33220e00e5ed835932e1a43809664ceda4bb8f28d6bbe056ca91093",
+            },
+            ModelFile {
+                path: "harm/representational.csv",
+                sha256: "f4299fd91911ee1dfc3b395d89db89004c8ad43ab5a19d720af03dbc18acc142",
+            },
+            ModelFile {
+                path: "harm/self_harm.csv",
+                sha256: "2abdac174039c12e36ba1120c37d1175c34645d6dac9af657d56f82a5280f459",
+            },
+            ModelFile {
+                path: "harm/sexual.csv",
+                sha256: "f20bd23321442ca3be3e65081db930eaeab7befe185eea0fb9e4313be7061505",
+            },
+            ModelFile {
+                path: "harm/violence.csv",
+                sha256: "f47d6c984ee7cf6481972ef2035483f91717870d2728736421c522220c66dfea",
+            },
+            ModelFile {
+                path: "harm/violence_multi_score.csv",
+                sha256: "20f311f0de3a97173f7555a139c55011339778f58924f484cbe3da205b55c0d0",
+            },
+        ],
+        pypi: Some(PypiSource { requirement: "pyrit==1.1.0", folder: "pyrit/datasets/scorer_evals" }),
+        hub: None,
+        conversion: None,
+    },
 ];
 
 /// The known model called `name`.
@@ -197,5 +263,8 @@ mod tests {
         }
         assert_eq!(known("minilm-l6").unwrap().main_file(), "model.safetensors");
         assert!(known("gpt-5").is_none());
+        let evals = known("pyrit-scorer-evals").unwrap();
+        assert_eq!(evals.kind, ModelKind::Dataset);
+        assert_eq!(evals.main_file(), "refusal_scorer/refusal.csv");
     }
 }

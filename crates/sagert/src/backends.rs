@@ -42,18 +42,50 @@ pub fn embedded_backend(
             crate::cmd::model_cache()?.ensure(known.name)?.join(known.main_file())
         }
     };
+    let path =
+        if sagert_convert::is_hf_model_dir(&path) { converted_gguf(name, &path, ep.threads)? } else { path };
     let options = LlamaOptions {
         model_id: role_model.to_string(),
         threads: ep.threads,
         context_per_sequence: ep.context_per_sequence,
         max_sequences: ep.concurrency,
+        gpu_layers: ep.gpu_layers,
+        prefix_cache: ep.prefix_cache,
+        kv_cache_f32: ep.kv_cache == sagert_config::KvCacheType::F32,
         ..LlamaOptions::default()
     };
+    if ep.gpu_layers > 0 && !cfg!(feature = "cuda") {
+        anyhow::bail!(
+            "endpoint `{name}`: gpu_layers = {} needs a GPU build: cargo build --release --features cuda",
+            ep.gpu_layers
+        );
+    }
     let backend = LlamaBackend::load(&path, options)
         .with_context(|| format!("endpoint `{name}`: cannot load {}", path.display()))?;
     let backend = Arc::new(backend);
     map.insert(name.to_string(), backend.clone());
     Ok(backend)
+}
+
+/// A transformers directory (`model_path` with a config.json, e.g. the trainer's
+/// output) as GGUF: converted once to F16 into `converted/` beside the model
+/// cache, keyed by the directory's contents (`sagert_convert::source_key`: the
+/// JSON files' bytes and each safetensors file's size and modification time),
+/// and reused while they stay the same.
+fn converted_gguf(name: &str, dir: &std::path::Path, threads: usize) -> anyhow::Result<std::path::PathBuf> {
+    let cache = crate::cmd::model_cache()?;
+    let root = cache.root();
+    let converted = root.parent().unwrap_or(root).join("converted");
+    let bar = crate::cmd::conversion_bar(&format!("endpoint `{name}`: converting {}", dir.display()));
+    let progress = |p: sagert_convert::Progress<'_>| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+    };
+    let options = sagert_convert::Options { threads, progress: Some(&progress) };
+    let path = sagert_convert::convert_cached(dir, &converted, sagert_convert::GgufDtype::F16, &options)
+        .with_context(|| format!("endpoint `{name}`: cannot convert {} to GGUF", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(path)
 }
 
 /// The backend configured for `role`.

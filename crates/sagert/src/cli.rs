@@ -35,6 +35,14 @@ pub enum Command {
     Models(ModelsCommand),
     /// Chat with a model: the embedded default, a known model, a GGUF file, or a role of a configuration.
     Chat(ChatArgs),
+    /// Add MiniLM-L6 sentence embeddings to the rows of a JSONL file.
+    Embed(EmbedArgs),
+    /// Add the six Jigsaw toxicity scores to the rows of a JSONL file.
+    Toxicity(ToxicityArgs),
+    /// Add refusal and harmful probabilities and labels to the rows of a JSONL file.
+    Classify(ClassifyArgs),
+    /// Serve embedded models over an OpenAI-compatible HTTP API.
+    Serve(ServeArgs),
 }
 
 /// `sagert chat`
@@ -79,6 +87,22 @@ pub enum ModelsCommand {
     Fetch {
         /// Model names (see `sagert models list`).
         names: Vec<String>,
+    },
+    /// Convert a model between formats: a transformers directory (config.json,
+    /// safetensors, tokenizer.json) becomes a GGUF file, a .gguf file becomes a
+    /// transformers directory. Llama-family models (llama, mistral, qwen2).
+    Convert {
+        /// The model: a directory with config.json, or a .gguf file.
+        src: PathBuf,
+        /// Where to write: the .gguf file, or the (new or empty) directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Weight type: f32, f16 or q8_0 for GGUF; f32, f16 or bf16 for safetensors.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// CPU threads of the conversion.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
 }
 
@@ -226,4 +250,91 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Input, output and threads of `sagert embed|toxicity|classify`.
+#[derive(Debug, Args)]
+pub struct EncodeIo {
+    /// JSONL input: one object per line; its other fields are kept.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: PathBuf,
+    /// JSONL output, written atomically at the end.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
+    /// CPU threads (default: the available cores, at most 8).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `sagert embed`
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// The string field to embed; the output adds `embedding` (384 floats).
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// Input, output, threads.
+    #[command(flatten)]
+    pub io: EncodeIo,
+}
+
+/// `sagert toxicity`
+#[derive(Debug, Args)]
+pub struct ToxicityArgs {
+    /// The string field to score; the output adds `toxicity` (six scores in [0, 1]).
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// Input, output, threads.
+    #[command(flatten)]
+    pub io: EncodeIo,
+}
+
+/// `sagert classify`
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// The response field to classify; the output adds `safety`
+    /// (`refusal`, `harmful`, `is_refusal`, `is_harmful`).
+    #[arg(long, default_value = "response")]
+    pub field: String,
+    /// The prompt field, if the rows have one: heads that read the prompt too are used where shipped.
+    #[arg(long)]
+    pub prompt_field: Option<String>,
+    /// Input, output, threads.
+    #[command(flatten)]
+    pub io: EncodeIo,
+}
+
+/// `sagert serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A run configuration: serve its embedded endpoints.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// With --config: serve only this embedded endpoint.
+    #[arg(long, requires = "config")]
+    pub endpoint: Option<String>,
+    /// The known model to serve (see `sagert models list`), fetched on first use.
+    #[arg(long, default_value = "smollm2-135m-instruct", conflicts_with_all = ["config", "model_path"])]
+    pub model: String,
+    /// A GGUF file to serve instead of a known model.
+    #[arg(long, conflicts_with = "config")]
+    pub model_path: Option<PathBuf>,
+    /// The id clients ask for (default: the known model's name, the file's stem,
+    /// or the model of the first role that uses the endpoint).
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// CPU threads of the engine (default: the endpoint's, 2).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Sequences decoded together (default: the endpoint's concurrency, 8).
+    #[arg(long)]
+    pub sequences: Option<usize>,
+    /// Context tokens per sequence: prompt plus answer (default: the endpoint's, 2048).
+    #[arg(long)]
+    pub context: Option<u32>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port to listen on; 0 picks a free one (printed on the first line of stdout).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
 }

@@ -4,7 +4,9 @@ mod cli {
     pub mod batch;
     pub mod config;
     pub mod embedded;
+    pub mod encoders;
     pub mod real_server;
+    pub mod serve;
     pub mod taxonomy;
     pub mod util;
 }

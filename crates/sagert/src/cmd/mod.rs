@@ -3,10 +3,12 @@
 mod batch;
 mod chat;
 mod config;
+mod encode;
 mod generate;
 mod models;
+mod serve;
 
-pub(crate) use models::model_cache;
+pub(crate) use models::{conversion_bar, model_cache};
 mod status;
 mod taxonomy;
 
@@ -29,6 +31,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(a),
         Command::Models(c) => models::run(c),
         Command::Chat(a) => chat::run(a),
+        Command::Embed(a) => encode::embed(a),
+        Command::Toxicity(a) => encode::toxicity(a),
+        Command::Classify(a) => encode::classify(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

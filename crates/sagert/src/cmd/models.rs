@@ -1,7 +1,7 @@
-//! `sagert models list|fetch`
+//! `sagert models list|fetch|convert`
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::anyhow;
@@ -48,7 +48,11 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<ExitCode> {
                         }
                         sagert_models::CacheStatus::Missing => "not cached".to_string(),
                     };
-                    println!("{:<24} {:<12} {}\n{:<24} {}", m.name, status, m.description, "", sources(m));
+                    let name = match m.kind {
+                        sagert_models::ModelKind::Dataset => format!("{} (data)", m.name),
+                        _ => m.name.to_string(),
+                    };
+                    println!("{name:<24} {status:<12} {}\n{:<24} {}", m.description, "", sources(m));
                 }
             }
         }
@@ -63,8 +67,61 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<ExitCode> {
                 println!("{name}: {}", dir.display());
             }
         }
+        ModelsCommand::Convert { src, out, dtype, threads } => convert(&src, &out, &dtype, threads)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar for a conversion on a terminal (hidden otherwise).
+pub(crate) fn conversion_bar(what: &str) -> indicatif::ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors {elapsed}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// `sagert models convert`: the direction follows the source.
+fn convert(src: &Path, out: &Path, dtype: &str, threads: usize) -> anyhow::Result<()> {
+    let bar = conversion_bar(&format!("converting {}", src.display()));
+    let progress = |p: sagert_convert::Progress<'_>| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+    };
+    let options = sagert_convert::Options { threads, progress: Some(&progress) };
+    let started = std::time::Instant::now();
+    let summary = if src.is_dir() {
+        let dtype: sagert_convert::GgufDtype = dtype.parse().map_err(|e: String| anyhow!(e))?;
+        sagert_convert::hf_to_gguf(src, out, dtype, &options)?
+    } else if src.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        let dtype: sagert_convert::HfDtype = dtype.parse().map_err(|e: String| anyhow!(e))?;
+        sagert_convert::gguf_to_hf(src, out, dtype, &options)?
+    } else {
+        anyhow::bail!(
+            "{}: expected a transformers directory (with config.json) or a .gguf file",
+            src.display()
+        );
+    };
+    bar.finish_and_clear();
+    println!(
+        "{} -> {}: {} tensors, {:.1} MB, {:.1}s",
+        src.display(),
+        out.display(),
+        summary.tensors,
+        summary.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    if !summary.skipped.is_empty() {
+        println!("left out (no counterpart): {}", summary.skipped.join(", "));
+    }
+    Ok(())
 }
 
 fn sources(m: &sagert_models::KnownModel) -> String {
