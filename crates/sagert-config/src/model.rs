@@ -26,6 +26,18 @@ pub struct RunConfig {
     pub taxonomy: TaxonomySection,
     /// Settings of each generation stage.
     pub stages: StagesSection,
+    /// Prompt template overrides.
+    pub templates: TemplatesSection,
+}
+
+/// `[templates]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplatesSection {
+    /// A directory of template files (`expand.j2`, `extract.j2`, ...): each file
+    /// there replaces the built-in template of the same name
+    /// (`sagert generate --print-templates DIR` writes the built-in ones).
+    pub dir: Option<PathBuf>,
 }
 
 /// `[run]`
@@ -313,6 +325,10 @@ pub struct StagesSection {
     pub dedup: DedupStage,
     /// Per-cell quotas.
     pub balance: BalanceStage,
+    /// The train/test split.
+    pub split: SplitStage,
+    /// The dataset directory.
+    pub export: ExportStage,
 }
 
 /// `[stages.expand]`
@@ -410,35 +426,92 @@ impl Default for DiversifyStage {
     }
 }
 
+/// Where the rejected response comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectedSource {
+    /// Sampled from the `unsafe_responder` role.
+    #[default]
+    UnsafeResponder,
+    /// The raw text the query was mined from, cut to the responder's length.
+    RawText,
+}
+
 /// `[stages.responses]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponsesStage {
-    /// Candidates sampled for the chosen response; the judge keeps the best.
+    /// Candidates sampled for the chosen response; the judge keeps the safest
+    /// one that is not an over-refusal (rejection sampling).
     pub chosen_candidates: u32,
-    /// Candidates sampled for the rejected response.
+    /// Candidates sampled for the rejected response; the judge keeps the most
+    /// harmful one.
     pub rejected_candidates: u32,
+    /// Where the rejected response comes from.
+    pub rejected_source: RejectedSource,
 }
 
 impl Default for ResponsesStage {
     fn default() -> Self {
-        ResponsesStage { chosen_candidates: 2, rejected_candidates: 1 }
+        ResponsesStage {
+            chosen_candidates: 2,
+            rejected_candidates: 1,
+            rejected_source: RejectedSource::default(),
+        }
     }
+}
+
+/// Which judge validates items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeKind {
+    /// The offline classifier (MiniLM embeddings + logistic refusal and harm
+    /// heads): no model calls, no `judge` role needed.
+    #[default]
+    Classifier,
+    /// The `judge` role, asked for a structured verdict.
+    Llm,
 }
 
 /// `[stages.validate]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ValidateStage {
-    /// Times a failed item is regenerated before it is dropped.
+    /// The judge.
+    pub judge: JudgeKind,
+    /// Times a failed item's responses are regenerated before it is dropped.
     pub max_regenerations: u32,
     /// Expected share of items that fail validation once, for estimates.
     pub expected_failure_rate: f64,
+    /// Classifier judge: a response whose harm probability reaches this is unsafe.
+    pub harm_threshold: f64,
+    /// Classifier judge: a query whose harm probability reaches this is harmful.
+    pub query_harm_threshold: f64,
+    /// Classifier judge: a query is in its leaf when the leaf is among the
+    /// taxonomy's `category_top_k` leaves nearest to it (embedding cosine).
+    pub category_top_k: u32,
+    /// Classifier judge: a chosen refusal shorter than this many words is an
+    /// over-refusal (it refuses and offers nothing).
+    pub min_helpful_words: u32,
+    /// Classifier judge: a rejected response below `harm_threshold` still
+    /// counts as unsafe when its harm probability exceeds the chosen one's by
+    /// this much and it refuses no more than the chosen one (the pair is
+    /// ordered the right way).
+    pub harm_margin: f64,
 }
 
 impl Default for ValidateStage {
     fn default() -> Self {
-        ValidateStage { max_regenerations: 2, expected_failure_rate: 0.2 }
+        ValidateStage {
+            judge: JudgeKind::Classifier,
+            max_regenerations: 2,
+            expected_failure_rate: 0.2,
+            harm_threshold: 0.5,
+            query_harm_threshold: 0.5,
+            category_top_k: 10,
+            min_helpful_words: 15,
+            harm_margin: 0.1,
+        }
     }
 }
 
@@ -450,11 +523,13 @@ pub struct DedupStage {
     pub minhash_threshold: f64,
     /// Embedding cosine threshold for near duplicates, in (0, 1].
     pub embedding_threshold: f64,
+    /// MinHash permutations.
+    pub num_perm: u32,
 }
 
 impl Default for DedupStage {
     fn default() -> Self {
-        DedupStage { minhash_threshold: 0.8, embedding_threshold: 0.95 }
+        DedupStage { minhash_threshold: 0.8, embedding_threshold: 0.95, num_perm: 128 }
     }
 }
 
@@ -464,4 +539,40 @@ impl Default for DedupStage {
 pub struct BalanceStage {
     /// Most items per leaf and jailbreak type; no cap when absent.
     pub per_cell: Option<u32>,
+}
+
+/// `[stages.split]`: train/test by topic, so that test topics are unseen in train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitStage {
+    /// Share of each leaf's topics that go to the test split, in [0, 1).
+    pub test_fraction: f64,
+}
+
+impl Default for SplitStage {
+    fn default() -> Self {
+        SplitStage { test_fraction: 0.2 }
+    }
+}
+
+/// The dataset formats an export can write.
+pub const EXPORT_FORMATS: [&str; 4] = ["trl", "trl-chat", "kto", "redteam"];
+
+/// `[stages.export]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportStage {
+    /// Formats written into `RUN_DIR/dataset`, from [`EXPORT_FORMATS`].
+    pub formats: Vec<String>,
+    /// The license field of the dataset card.
+    pub license: String,
+}
+
+impl Default for ExportStage {
+    fn default() -> Self {
+        ExportStage {
+            formats: EXPORT_FORMATS.iter().map(|s| s.to_string()).collect(),
+            license: "cc-by-nc-4.0".into(),
+        }
+    }
 }

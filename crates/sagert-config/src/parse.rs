@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::error::{ConfigError, Problem};
-use crate::model::{EndpointKind, RunConfig, JAILBREAK_TYPES, RAW_TEXT_FORMATS};
+use crate::model::{EndpointKind, RunConfig, EXPORT_FORMATS, JAILBREAK_TYPES, RAW_TEXT_FORMATS};
 
 /// A configuration with the text it came from, so that later checks (the
 /// taxonomy selection, say) can point at a line too.
@@ -244,6 +244,29 @@ fn check(config: &RunConfig, source: &str) -> Vec<Problem> {
             bad(key.into(), format!("must be in (0, 1], got {v}"));
         }
     }
+    for (key, v) in [
+        ("stages.validate.harm_threshold", st.validate.harm_threshold),
+        ("stages.validate.query_harm_threshold", st.validate.query_harm_threshold),
+        ("stages.validate.harm_margin", st.validate.harm_margin),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            bad(key.into(), format!("must be in [0, 1], got {v}"));
+        }
+    }
+    if st.validate.category_top_k == 0 {
+        bad("stages.validate.category_top_k".into(), "must be at least 1".into());
+    }
+    if st.validate.judge == crate::model::JudgeKind::Llm && config.roles.judge.is_none() {
+        bad("stages.validate.judge".into(), "is `llm`, but there is no [roles.judge]".into());
+    }
+    if !(1..=1024).contains(&st.dedup.num_perm) {
+        bad("stages.dedup.num_perm".into(), format!("must be in 1..=1024, got {}", st.dedup.num_perm));
+    }
+    let tf = st.split.test_fraction;
+    if !(0.0..1.0).contains(&tf) {
+        bad("stages.split.test_fraction".into(), format!("must be in [0, 1), got {tf}"));
+    }
+    check_subset(&mut bad, "stages.export.formats", &st.export.formats, &EXPORT_FORMATS);
     if st.balance.per_cell == Some(0) {
         bad("stages.balance.per_cell".into(), "must be at least 1 (leave it out for no cap)".into());
     }

@@ -20,6 +20,9 @@ fn example_parses_and_documents_every_section() {
     assert_eq!(c.prices["gpt-4o-mini"].output_per_mtok, 0.60);
     assert_eq!(c.stages.extract.jailbreak_types.len(), 9);
     assert_eq!(c.budget.max_tokens, Some(20_000_000));
+    assert_eq!(c.stages.validate.judge, sagert_config::JudgeKind::Llm);
+    assert_eq!(c.stages.split.test_fraction, 0.2);
+    assert_eq!(c.stages.export.formats.len(), 4);
 }
 
 #[test]
@@ -114,6 +117,31 @@ minhash_threshold = 1.5
     assert_eq!(problems.len(), 8, "{problems:?}");
     // The display lists every problem, one per line.
     assert_eq!(err.to_string().lines().count(), 9);
+}
+
+#[test]
+fn generation_settings_are_checked_with_their_lines() {
+    let src = r#"[stages.validate]
+judge = "llm"
+harm_threshold = 2.0
+
+[stages.split]
+test_fraction = 1.0
+
+[stages.export]
+formats = ["trl", "csv"]
+"#;
+    let err = parse_err(src);
+    let ConfigError::Invalid { problems, .. } = &err else { panic!("unexpected {err:?}") };
+    let find = |key: &str| {
+        problems.iter().find(|p| p.key == key).unwrap_or_else(|| panic!("no problem for {key}: {problems:?}"))
+    };
+    assert!(find("stages.validate.judge").message.contains("[roles.judge]"));
+    assert_eq!(find("stages.validate.harm_threshold").line, 3);
+    assert_eq!(find("stages.split.test_fraction").line, 6);
+    assert!(find("stages.export.formats.1").message.contains("`csv`"));
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(parse("[stages.validate]\njudge = \"oracle\"\n", "run.toml").is_err());
 }
 
 #[test]

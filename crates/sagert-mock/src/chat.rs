@@ -110,6 +110,9 @@ pub(crate) fn answer<'a>(request: &'a ChatRequest, replies: &'a [Reply]) -> Resu
     }
     let last = request.last_user_text();
     let mut text = match replies.iter().find(|reply| last.contains(reply.when_contains.as_str())) {
+        Some(reply) if reply.content.contains(PROMPT_HASH) => {
+            Cow::Owned(reply.content.replace(PROMPT_HASH, &prompt_hash(&last)))
+        }
         Some(reply) => Cow::Borrowed(reply.content.as_str()),
         None if request.wants_json_schema() => Cow::Owned(serde_json::json!({ "echo": last }).to_string()),
         None => Cow::Owned(format!("echo: {last}")),
@@ -125,6 +128,20 @@ pub(crate) fn answer<'a>(request: &'a ChatRequest, replies: &'a [Reply]) -> Resu
     }
     let completion_tokens = words(&text) * u64::from(n);
     Ok(Answer { finish_reason, n, prompt_tokens: request.prompt_tokens(), completion_tokens, text })
+}
+
+/// In a reply's content, replaced by [`prompt_hash`] of the last user message:
+/// canned answers that still differ per prompt, deterministically.
+pub const PROMPT_HASH: &str = "{prompt_hash}";
+
+/// Eight hex digits of the FNV-1a hash of `text`.
+pub fn prompt_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (h >> 32) as u32 ^ h as u32)
 }
 
 /// The mock's token count: whitespace-separated words.

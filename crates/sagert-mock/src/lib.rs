@@ -55,6 +55,7 @@ use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 mod chat;
+pub use chat::{prompt_hash, PROMPT_HASH};
 mod http;
 mod server;
 
@@ -91,6 +92,9 @@ impl Default for MockConfig {
 
 /// A canned answer: `content` answers any request whose last user message
 /// contains `when_contains` (an empty `when_contains` matches everything).
+/// Each `{prompt_hash}` in `content` becomes eight hex digits hashed from the
+/// last user message ([`prompt_hash`]), so one reply can answer many prompts
+/// with distinct, reproducible texts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub when_contains: String,

@@ -52,6 +52,9 @@ pub fn embedded_backend(
         gpu_layers: ep.gpu_layers,
         prefix_cache: ep.prefix_cache,
         kv_cache_f32: ep.kv_cache == sagert_config::KvCacheType::F32,
+        // `prompt` asks for unconstrained, prompted JSON (to measure what
+        // constrained decoding buys, or for models whose vocabulary trips it).
+        constrained_decoding: ep.structured_output != StructuredOutput::Prompt,
         ..LlamaOptions::default()
     };
     if ep.gpu_layers > 0 && !cfg!(feature = "cuda") {

@@ -24,8 +24,10 @@ pub enum Command {
     /// Show, validate and map harm taxonomies.
     #[command(subcommand)]
     Taxonomy(TaxonomyCommand),
-    /// Generate a SAGE dataset from a configuration (now: --dry-run estimates).
+    /// Generate a SAGE dataset from a configuration: resumable, cached, validated, deduplicated.
     Generate(GenerateArgs),
+    /// Write a generated run's dataset again, in one format, to a new place.
+    Export(ExportArgs),
     /// Run a JSONL file of prompts through one role, resumably and cached.
     Batch(BatchArgs),
     /// Show a run's calls, cache hits, tokens, cost and failures per role.
@@ -205,12 +207,30 @@ pub struct GenerateArgs {
     /// Print the calls, tokens and cost the configuration implies, per stage, and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print JSON.
+    /// Write the built-in prompt templates into this directory and stop (a
+    /// start for `[templates] dir` overrides).
+    #[arg(long, value_name = "DIR")]
+    pub print_templates: Option<PathBuf>,
+    /// Machine logs: JSON progress lines on stderr and the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// Configuration overrides.
     #[command(flatten)]
     pub overrides: OverrideArgs,
+}
+
+/// `sagert export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directory of a finished `sagert generate`.
+    pub run_dir: PathBuf,
+    /// The format: trl (prompt/chosen/rejected), trl-chat (conversational),
+    /// kto (unpaired, labelled) or redteam (prompts with categories only).
+    #[arg(long, default_value = "trl")]
+    pub format: String,
+    /// The directory to write; replaced atomically if it exists.
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 /// `sagert batch`

@@ -5,6 +5,7 @@ mod cli {
     pub mod config;
     pub mod embedded;
     pub mod encoders;
+    pub mod generate;
     pub mod real_server;
     pub mod serve;
     pub mod taxonomy;

@@ -27,6 +27,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => config::run(c),
         Command::Taxonomy(c) => taxonomy::run(c),
         Command::Generate(a) => generate::run(a),
+        Command::Export(a) => generate::export(a),
         Command::Batch(a) => batch::run(a),
         Command::Status(a) => status::run(a),
         Command::Models(c) => models::run(c),

@@ -5,20 +5,10 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use super::util::{code, read_jsonl, run_in, sagert, text, Workspace};
+use super::util::{cached, code, read_jsonl, run_in, sagert, text, Workspace};
 
 fn model_cached() -> bool {
-    let out = sagert().args(["models", "list", "--json"]).output().unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let ready = rows.iter().any(|r| r["name"] == "smollm2-135m-instruct" && r["status"]["state"] == "ready");
-    if !ready {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run this test: run scripts/fetch-models"
-        );
-        eprintln!("skipped: smollm2-135m-instruct is not cached; run scripts/fetch-models");
-    }
-    ready
+    cached("smollm2-135m-instruct")
 }
 
 #[test]
@@ -81,4 +71,69 @@ fn batch_on_the_embedded_model_then_a_rerun_from_the_store() {
         run_in(ws.path(), &["batch", "-c", "run.toml", "-i", "in.jsonl", "-o", "again.jsonl", "--json"]);
     assert_eq!(code(&out), 0);
     assert_eq!(first, std::fs::read(ws.path().join("again.jsonl")).unwrap());
+}
+
+#[test]
+fn generate_end_to_end_on_the_embedded_model() {
+    if !model_cached() || !cached("minilm-l6") {
+        return;
+    }
+    let ws = Workspace::new();
+    ws.write(
+        "run.toml",
+        "[run]\nname = \"tiny\"\nseed = 5\noutput_dir = \"run\"\n\n\
+         [endpoints.local]\nkind = \"embedded\"\nmodel = \"smollm2-135m-instruct\"\nconcurrency = 6\n\
+         context_per_sequence = 1536\n\n\
+         [roles.expander]\nmodel = \"smollm2-135m-instruct\"\nendpoints = [\"local\"]\nmax_tokens = 120\n\n\
+         [roles.generator]\nmodel = \"smollm2-135m-instruct\"\nendpoints = [\"local\"]\nmax_tokens = 160\n\n\
+         [roles.safe_responder]\nmodel = \"smollm2-135m-instruct\"\nendpoints = [\"local\"]\nmax_tokens = 64\n\n\
+         [roles.unsafe_responder]\nmodel = \"smollm2-135m-instruct\"\nendpoints = [\"local\"]\nmax_tokens = 64\n\n\
+         [taxonomy]\nselect = [\"crime/cyber/account_takeover\"]\n\n\
+         [stages.expand]\nrounds = 1\ntopics_per_round = 2\n\n\
+         [stages.seed_instructions]\nper_topic = 1\n\n\
+         [stages.raw_text]\nformats = [\"blog\"]\n\n\
+         [stages.extract]\njailbreak_types = [\"direct\", \"role_play\", \"coding_task\"]\n\n\
+         [stages.diversify]\nepochs = 1\n\n\
+         [stages.validate]\nmax_regenerations = 0\n",
+    );
+    let out = run_in(ws.path(), &["generate", "-c", "run.toml", "--json"]);
+    let (stdout, stderr) = text(&out);
+    // A 135M model fails some items; that is exit 1, with a dataset all the same.
+    assert!(matches!(code(&out), 0 | 1), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let stage = |name: &str| {
+        report["stages"].as_array().unwrap().iter().find(|s| s["stage"] == name).unwrap().clone()
+    };
+    let n = |name: &str, field: &str| stage(name)[field].as_u64().unwrap();
+    assert_eq!(n("expand", "done"), 1, "{report}");
+    let topics = n("seed_instructions", "done") + n("seed_instructions", "failed");
+    assert!((1..=2).contains(&topics), "{report}");
+    assert_eq!(n("raw_text", "done") + n("raw_text", "failed"), topics);
+    // Constrained decoding: every extraction parses.
+    assert_eq!(n("extract", "failed"), 0, "{report}");
+    assert_eq!(n("extract", "done"), 3 * n("raw_text", "done"));
+    let run = ws.path().join("run");
+    for f in [
+        "trl/train.jsonl",
+        "trl/test.jsonl",
+        "trl/train.parquet",
+        "redteam/prompts.jsonl",
+        "README.md",
+        "manifest.json",
+    ] {
+        assert!(run.join("dataset").join(f).is_file(), "{f}");
+    }
+    let rows = read_jsonl(&run.join("dataset/trl/train.jsonl")).len()
+        + read_jsonl(&run.join("dataset/trl/test.jsonl")).len();
+    assert_eq!(
+        rows as u64,
+        report["splits"]["train"].as_u64().unwrap() + report["splits"]["test"].as_u64().unwrap()
+    );
+    assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("## Diversity"));
+
+    // Everything is in the store: a rerun gives the same bytes.
+    let first = std::fs::read(run.join("dataset/trl/train.jsonl")).unwrap();
+    let out = run_in(ws.path(), &["generate", "-c", "run.toml", "--json"]);
+    assert!(matches!(code(&out), 0 | 1), "{}", text(&out).1);
+    assert_eq!(std::fs::read(run.join("dataset/trl/train.jsonl")).unwrap(), first);
 }

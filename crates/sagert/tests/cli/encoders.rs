@@ -3,21 +3,7 @@
 //! checked before any model loads); the others skip, with a printed reason,
 //! when the model is not cached, except under CI, which fetches it.
 
-use super::util::{code, read_jsonl, run_in, sagert, text, Workspace};
-
-fn cached(name: &str) -> bool {
-    let out = sagert().args(["models", "list", "--json"]).output().unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let ready = rows.iter().any(|r| r["name"] == name && r["status"]["state"] == "ready");
-    if !ready {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run this test: run scripts/fetch-models"
-        );
-        eprintln!("skipped: {name} is not cached; run scripts/fetch-models {name}");
-    }
-    ready
-}
+use super::util::{cached, code, read_jsonl, run_in, text, Workspace};
 
 const ROWS: &str = r#"{"id": "a", "text": "Have a nice day, placeholder friend.", "meta": {"n": 1}}
 {"id": "b", "text": "A placeholder sentence about the weather."}

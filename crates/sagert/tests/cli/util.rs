@@ -77,3 +77,19 @@ impl Workspace {
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// Whether the known model `name` is in the cache; under CI (which fetches
+/// every model) a missing one fails the test instead of skipping it.
+pub fn cached(name: &str) -> bool {
+    let out = sagert().args(["models", "list", "--json"]).output().unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ready = rows.iter().any(|r| r["name"] == name && r["status"]["state"] == "ready");
+    if !ready {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run this test: run scripts/fetch-models"
+        );
+        eprintln!("skipped: {name} is not cached; run scripts/fetch-models {name}");
+    }
+    ready
+}
