@@ -14,8 +14,11 @@
 //! | `validate` | `PAIR` | the verdicts and the pair, or the drop reason |
 //!
 //! A step that is done in the store is not run again: its output is read back.
-//! A step that failed (a call that failed for good, a malformed answer) is
-//! tried again by the next run; a dropped one (it failed validation) is not.
+//! A step whose call failed for good (the server, the network) is *failed* and
+//! tried again by the next run. A step whose answer is unusable (malformed
+//! even after repair, too short, a repeat) or that failed validation is
+//! *dropped*: the same request with the same seed would answer the same, so
+//! it is not retried.
 //! A step killed while running is simply run again, and the calls it had
 //! completed are answered by the call store, free. Each request carries a seed
 //! derived from the run seed and the item id, so a resumed run asks exactly
@@ -386,6 +389,12 @@ impl Ctx {
                 usage.cached_calls += u64::from(outcome.cached);
                 Ok(outcome.response)
             }
+            // The model answered, but not in the schema even after repair: the
+            // same request (same seed) would answer the same, so the item is
+            // dropped, not retried.
+            Err(EngineError::Backend(e @ BackendError::Structured { .. })) => {
+                Err(StepError::Drop(format!("malformed structured output: {e}")))
+            }
             Err(e) => match classify_call_error(e) {
                 Ok(reason) => Err(StepError::Item(reason)),
                 Err(PipelineError::Engine(EngineError::Backend(BackendError::Budget(reason)))) => {
@@ -415,10 +424,10 @@ impl Ctx {
                         stages::expand_request(&this.g.templates, &l, &known, n).map_err(StepError::Fatal)?;
                     let response =
                         this.call(&this.g.roles.expander, request, &id, "expand", &mut usage).await?;
-                    let parsed = stages::parse_topics(&response).map_err(StepError::Item)?;
+                    let parsed = stages::parse_topics(&response).map_err(StepError::Drop)?;
                     let fresh = novel_topics(&known, parsed);
                     if fresh.is_empty() {
-                        return Err(StepError::Item("every topic repeats a known one".into()));
+                        return Err(StepError::Drop("every topic repeats a known one".into()));
                     }
                     Ok((fresh, usage))
                 })
@@ -453,7 +462,7 @@ impl Ctx {
                 let mut usage = StepUsage::default();
                 let request = stages::seed_request(&this.g.templates, &l, &t, n).map_err(StepError::Fatal)?;
                 let response = this.call(&this.g.roles.generator, request, &id, "seed", &mut usage).await?;
-                Ok((stages::parse_instructions(&response).map_err(StepError::Item)?, usage))
+                Ok((stages::parse_instructions(&response).map_err(StepError::Drop)?, usage))
             })
             .await?
             .unwrap_or_default()
@@ -496,7 +505,7 @@ impl Ctx {
                     .map_err(StepError::Fatal)?;
                 let response =
                     this.call(&this.g.roles.generator, request, &id, "raw_text", &mut usage).await?;
-                Ok((stages::parse_raw_text(&response).map_err(StepError::Item)?, usage))
+                Ok((stages::parse_raw_text(&response).map_err(StepError::Drop)?, usage))
             })
             .await?;
         let Some(raw_text) = raw_text else { return Ok(Vec::new()) };
@@ -536,7 +545,7 @@ impl Ctx {
                 .map_err(StepError::Fatal)?;
                 let response =
                     this.call(&this.g.roles.generator, request, &sid, "extract", &mut usage).await?;
-                Ok((stages::parse_queries(&response, n).map_err(StepError::Item)?, usage))
+                Ok((stages::parse_queries(&response, n).map_err(StepError::Drop)?, usage))
             })
             .await?;
         let Some(queries) = queries else { return Ok(Vec::new()) };
@@ -582,7 +591,7 @@ impl Ctx {
                     .map_err(StepError::Fatal)?;
                     let response =
                         this.call(&this.g.roles.generator, request, &sid, "diversify", &mut usage).await?;
-                    Ok((stages::parse_rewrite(&response, &prev).map_err(StepError::Item)?, usage))
+                    Ok((stages::parse_rewrite(&response, &prev).map_err(StepError::Drop)?, usage))
                 })
                 .await?;
             // A failed rewrite ends the chain: later epochs rewrite earlier ones.
@@ -699,7 +708,7 @@ impl Ctx {
                     .map_err(StepError::Fatal)?;
             let response =
                 this.call(&this.g.roles.safe_responder, request, &id, "chosen", &mut usage).await?;
-            let candidates = stages::parse_candidates(&response).map_err(StepError::Item)?;
+            let candidates = stages::parse_candidates(&response).map_err(StepError::Drop)?;
             let scores = judge.score(&query, &candidates, &id).await?;
             let best = judge.best_chosen(&candidates, &scores);
             let (chosen, chosen_score) = (candidates[best].clone(), scores[best]);
@@ -714,7 +723,7 @@ impl Ctx {
                     )
                     .map_err(StepError::Fatal)?;
                     let response = this.call(role, request, &id, "rejected", &mut usage).await?;
-                    stages::parse_candidates(&response).map_err(StepError::Item)?
+                    stages::parse_candidates(&response).map_err(StepError::Drop)?
                 }
                 _ => vec![raw_text_excerpt(&q.raw_text, raw_excerpt_words(&this.g.config))],
             };
@@ -722,7 +731,7 @@ impl Ctx {
             let best = judge.best_rejected(&scores);
             let (rejected, rejected_score) = (rejected_candidates[best].clone(), scores[best]);
             if chosen == rejected {
-                return Err(StepError::Item("chosen and rejected are the same text".into()));
+                return Err(StepError::Drop("chosen and rejected are the same text".into()));
             }
             Ok((Responses { chosen, chosen_score, rejected, rejected_score }, usage))
         })
