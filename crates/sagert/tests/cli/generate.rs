@@ -13,17 +13,8 @@ use sagert_mock::{spawn_blocking_server, MockConfig, MockServerThread, Reply};
 
 use super::util::{cached, code, read_jsonl, run_in, sagert, text, Workspace};
 
-const TYPES: [&str; 9] = [
-    "direct",
-    "biased",
-    "toxic_completion",
-    "fictional_scenario",
-    "role_play",
-    "story_writing",
-    "coding_task",
-    "subtask_decomposition",
-    "constrained_situation",
-];
+/// The nine jailbreak types, as the configuration names them.
+const TYPES: [&str; 9] = sagert_config::JAILBREAK_TYPES;
 
 /// The generator's (and expander's) canned answers, keyed by the templates'
 /// wording. `{prompt_hash}` makes each answer differ per prompt. Two types
