@@ -28,6 +28,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Write a generated run's dataset again, in one format, to a new place.
     Export(ExportArgs),
+    /// Align a model on preference data (DPO, SimPO or ORPO, with LoRA): resumable, with sweeps.
+    Align(AlignArgs),
     /// Run a JSONL file of prompts through one role, resumably and cached.
     Batch(BatchArgs),
     /// Show a run's calls, cache hits, tokens, cost and failures per role.
@@ -217,6 +219,36 @@ pub struct GenerateArgs {
     /// Configuration overrides.
     #[command(flatten)]
     pub overrides: OverrideArgs,
+}
+
+/// `sagert align`
+#[derive(Debug, Args)]
+pub struct AlignArgs {
+    /// The alignment configuration (`align.toml`).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Train on these datasets (names from `[data.datasets]`, or paths), one run
+    /// each; with `--sizes`, the grid.
+    #[arg(long, value_delimiter = ',')]
+    pub datasets: Vec<String>,
+    /// Train on nested, category-stratified subsets of these sizes, one run each.
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    /// Use at most this many training pairs (overrides `data.limit`).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Stop after this many optimiser steps (overrides `train.max_steps`).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// The run directory (overrides `run.output_dir`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// CPU threads for the tensor work (overrides `train.threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The summary of each run as JSON on stdout; no progress bars.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sagert export`

@@ -1,6 +1,7 @@
 //! Behaviour tests of the `sagert` binary: one test binary, modules by command.
 
 mod cli {
+    pub mod align;
     pub mod batch;
     pub mod config;
     pub mod embedded;

@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod align;
 mod batch;
 mod chat;
 mod config;
@@ -28,6 +29,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Taxonomy(c) => taxonomy::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Export(a) => generate::export(a),
+        Command::Align(a) => align::run(a),
         Command::Batch(a) => batch::run(a),
         Command::Status(a) => status::run(a),
         Command::Models(c) => models::run(c),
