@@ -38,3 +38,13 @@ pub enum EngineError {
     #[error("{0}")]
     Conflict(String),
 }
+
+impl EngineError {
+    /// Whether the failure stops a run rather than one item: the budget is
+    /// spent, the store failed, or the run's state is wrong. A model call that
+    /// failed for good (after its retries), or answered out of form, fails only
+    /// the item it was for.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, EngineError::Backend(b) if !matches!(b, BackendError::Budget(_)))
+    }
+}

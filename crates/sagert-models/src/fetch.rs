@@ -91,7 +91,8 @@ impl ModelCache {
     /// The default root: `$SAGERT_CACHE_DIR/models` when `cache_dir` is given,
     /// else `~/.cache/sagert/models`.
     pub fn default_root(cache_dir: Option<PathBuf>) -> PathBuf {
-        match cache_dir {
+        // An empty $SAGERT_CACHE_DIR counts as unset, not as the current directory.
+        match cache_dir.filter(|d| !d.as_os_str().is_empty()) {
             Some(d) => d.join("models"),
             None => {
                 let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));

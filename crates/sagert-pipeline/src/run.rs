@@ -129,14 +129,11 @@ impl From<JudgeError> for StepError {
 /// cannot go on (the store failed, the budget is spent).
 pub(crate) fn classify_call_error(e: EngineError) -> Result<String, PipelineError> {
     match e {
-        EngineError::Backend(BackendError::Budget(_)) | EngineError::Store(_) => {
-            Err(PipelineError::Engine(e))
+        e if e.is_fatal() => Err(PipelineError::Engine(e)),
+        EngineError::Backend(b @ BackendError::Structured { .. }) => {
+            Ok(format!("malformed structured output: {b}"))
         }
-        EngineError::Backend(b) => Ok(match &b {
-            BackendError::Structured { .. } => format!("malformed structured output: {b}"),
-            _ => format!("call failed: {b}"),
-        }),
-        other => Err(PipelineError::Engine(other)),
+        other => Ok(format!("call failed: {other}")),
     }
 }
 

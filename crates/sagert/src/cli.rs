@@ -30,6 +30,17 @@ pub enum Command {
     Export(ExportArgs),
     /// Align a model on preference data (DPO, SimPO or ORPO, with LoRA): resumable, with sweeps.
     Align(AlignArgs),
+    /// Import a public safety dataset (PKU-SafeRLHF, HH-RLHF, TRL, ALERT, AdvBench, HarmBench, ...) into sagert's formats.
+    Import(ImportArgs),
+    /// Judges of harm, refusal and toxicity: measure their agreement with human labels.
+    #[command(subcommand)]
+    Judge(JudgeCommand),
+    /// Evaluate a model per harm category: harmful rate, toxicity and over-refusal, with 95% intervals.
+    Eval(EvalArgs),
+    /// Red-team a target (an endpoint or an embedded model): attack success per category and jailbreak type.
+    Redteam(RedteamArgs),
+    /// Run the comparative study: align a grid of datasets × sizes × methods, evaluate every cell, write the report.
+    Study(StudyArgs),
     /// Run a JSONL file of prompts through one role, resumably and cached.
     Batch(BatchArgs),
     /// Show a run's calls, cache hits, tokens, cost and failures per role.
@@ -389,4 +400,242 @@ pub struct ServeArgs {
     /// The port to listen on; 0 picks a free one (printed on the first line of stdout).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+}
+
+/// `sagert import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What the input is: pku-saferlhf, hh-rlhf, trl, pyrit-harm (preference
+    /// pairs: writes `<split>.jsonl`; pyrit-harm pairs the responses of PyRIT's
+    /// human-scored harm CSVs, a directory of them or one file), alert,
+    /// advbench, harmbench, prompts (red-team prompts: writes `prompts.jsonl`).
+    pub kind: String,
+    /// The input file (JSONL, JSONL.gz, Parquet, CSV, or PyRIT's YAML for
+    /// advbench) or a dataset directory.
+    pub path: PathBuf,
+    /// The output directory; its files are written only once the whole input is valid.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// The split name of the output file of preference kinds.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// PKU-SafeRLHF: keep only pairs with exactly one safe response.
+    #[arg(long)]
+    pub only_one_safe: bool,
+    /// HH-RLHF: the subset name (harmless-base, helpful-base, ...), when the path does not tell.
+    #[arg(long)]
+    pub subset: Option<String>,
+    /// `prompts`: which input fields hold what, e.g. `prompt=goal,category=harm,id=key`.
+    #[arg(long)]
+    pub fields: Option<String>,
+    /// Import at most this many records (in input order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// A taxonomy file to map categories onto instead of the built-in one.
+    #[arg(long)]
+    pub taxonomy: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sagert judge ...`
+#[derive(Debug, Subcommand)]
+pub enum JudgeCommand {
+    /// Measure judges against held-out human labels (accuracy, Cohen's kappa,
+    /// confusion matrix) and store the result with the judge.
+    Calibrate(JudgeCalibrateArgs),
+    /// List the stored calibrations.
+    List(JudgeListArgs),
+}
+
+/// `sagert judge calibrate`
+#[derive(Debug, Args)]
+pub struct JudgeCalibrateArgs {
+    /// The judges: refusal-keywords, classifier-refusal, classifier-harm,
+    /// toxicity, llm-llama-guard, llm-harmbench (comma-separated).
+    #[arg(long, short = 'j', value_delimiter = ',', required = true)]
+    pub judge: Vec<String>,
+    /// The human labels: a JSONL file of {prompt, response, label}, or
+    /// `pyrit-refusal` / `pyrit-harm` (the held-out part of PyRIT's labelled
+    /// scorer data, which the offline classifier was not trained on).
+    #[arg(long, short = 'l')]
+    pub labels: String,
+    /// LLM judges: a known model name or a GGUF file, run by the embedded engine.
+    #[arg(long, default_value = "smollm2-135m-instruct", conflicts_with = "config")]
+    pub model: String,
+    /// LLM judges: a run configuration whose `judge` role to use instead.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// CPU threads of the in-process models.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The folder of calibrations (default: `~/.cache/sagert/judges`, or under $SAGERT_CACHE_DIR).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the calibrations as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sagert judge list`
+#[derive(Debug, Args)]
+pub struct JudgeListArgs {
+    /// The folder of calibrations (default as for `calibrate`).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sagert eval`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model under test: a known model name, a GGUF file or an exported
+    /// (merged) model directory, run by the embedded engine.
+    #[arg(long, default_value = "smollm2-135m-instruct", conflicts_with = "config")]
+    pub model: String,
+    /// A run configuration: evaluate its `target` role instead (any backend).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Red-team prompts (harmful rate, toxicity): `prompts.jsonl` from `sagert
+    /// import`, a generated dataset's red-team export, or a JSONL file with `prompt`.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Keep only prompts of this split where the set has a `split` field.
+    #[arg(long, default_value = "test")]
+    pub split: Option<String>,
+    /// Benign look-alike prompts for over-refusal: `builtin`, an XSTest CSV, a JSONL file, or `none`.
+    #[arg(long, default_value = "builtin")]
+    pub benign: String,
+    /// The harm judge (see `sagert judge calibrate --help`).
+    #[arg(long, default_value = "classifier-harm")]
+    pub harm_judge: String,
+    /// The refusal judge, for over-refusal.
+    #[arg(long, default_value = "refusal-keywords")]
+    pub refusal_judge: String,
+    /// Skip the toxicity scores.
+    #[arg(long)]
+    pub no_toxicity: bool,
+    /// Also run the counterfactual bias probe (identity terms of the hate sub-categories).
+    #[arg(long)]
+    pub bias_probe: bool,
+    /// The model of LLM judges.
+    #[command(flatten)]
+    pub judge_model: JudgeModelArgs,
+    /// At most this many prompts of each set (a seeded sample).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Most new tokens per response.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: u32,
+    /// Responses in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// The seed of the sample and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The model's name in the results.
+    #[arg(long, default_value = "model")]
+    pub name: String,
+    /// CPU threads of the in-process models.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The output directory: results, judged responses and the call cache.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Print the result rows as JSON; no progress bars.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sagert redteam`
+#[derive(Debug, Args)]
+pub struct RedteamArgs {
+    /// The target: an OpenAI-compatible base URL (`http://host:port/v1`), or a
+    /// known model name or GGUF file run by the embedded engine.
+    #[arg(long)]
+    pub target: String,
+    /// The model name to ask the endpoint for.
+    #[arg(long)]
+    pub target_model: Option<String>,
+    /// The environment variable that holds the endpoint's API key.
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// The attack prompts (as for `sagert eval --prompts`).
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Keep only prompts of this split where the set has a `split` field.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// The harm judge that decides whether an attack succeeded.
+    #[arg(long, default_value = "classifier-harm")]
+    pub judge: String,
+    /// The model of LLM judges.
+    #[command(flatten)]
+    pub judge_model: JudgeModelArgs,
+    /// A taxonomy file for the coverage counts instead of the built-in one.
+    #[arg(long)]
+    pub taxonomy: Option<PathBuf>,
+    /// At most this many prompts (a seeded sample).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Most new tokens per response.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Attacks in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// The seed of the sample and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads of the in-process models.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The output directory: the summary, judged responses and the call cache.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Print the summary as JSON; no progress bars.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sagert study`
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// The study configuration (`study.toml`).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// The output directory (overrides `study.output_dir`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// CPU threads for alignment and the in-process models.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the result rows as JSON; no progress bars.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where an LLM judge's model comes from (`sagert eval`, `sagert redteam`).
+#[derive(Debug, Args)]
+pub struct JudgeModelArgs {
+    /// LLM judges: the embedded judge model (a known name or a GGUF file).
+    #[arg(long, default_value = "smollm2-135m-instruct", conflicts_with = "judge_config")]
+    pub judge_model: String,
+    /// LLM judges: a run configuration whose `judge` role to use.
+    #[arg(long)]
+    pub judge_config: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap checks unique names, conflicts and defaults only when a command is built.
+        super::Cli::command().debug_assert();
+    }
 }

@@ -6,6 +6,7 @@ mod cli {
     pub mod config;
     pub mod embedded;
     pub mod encoders;
+    pub mod eval;
     pub mod generate;
     pub mod real_server;
     pub mod serve;

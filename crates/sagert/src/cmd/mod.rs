@@ -5,12 +5,16 @@ mod batch;
 mod chat;
 mod config;
 mod encode;
+mod evaluate;
 mod generate;
+mod import;
+mod judge;
 mod models;
 mod serve;
 
 pub(crate) use models::{conversion_bar, model_cache};
 mod status;
+mod study;
 mod taxonomy;
 
 use std::path::Path;
@@ -30,6 +34,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(a) => generate::run(a),
         Command::Export(a) => generate::export(a),
         Command::Align(a) => align::run(a),
+        Command::Import(a) => import::run(a),
+        Command::Judge(c) => judge::run(c),
+        Command::Eval(a) => evaluate::eval(a),
+        Command::Redteam(a) => evaluate::redteam(a),
+        Command::Study(a) => study::run(a),
         Command::Batch(a) => batch::run(a),
         Command::Status(a) => status::run(a),
         Command::Models(c) => models::run(c),

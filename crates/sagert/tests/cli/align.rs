@@ -17,7 +17,7 @@ use super::util::{cached, code, read_jsonl, sagert, text, Workspace};
 
 const SMOL: &str = "smollm2-135m-instruct";
 
-fn smol_gguf() -> Option<PathBuf> {
+pub fn smol_gguf() -> Option<PathBuf> {
     if !cached(SMOL) {
         return None;
     }
@@ -25,14 +25,14 @@ fn smol_gguf() -> Option<PathBuf> {
 }
 
 /// SmolLM2 as a transformers directory (f32), converted into `dir`.
-fn smol_hf(gguf: &Path, dir: &Path) -> PathBuf {
+pub fn smol_hf(gguf: &Path, dir: &Path) -> PathBuf {
     let out = dir.join("smol-hf");
     sagert_convert::gguf_to_hf(gguf, &out, sagert_convert::HfDtype::F32, &Default::default()).unwrap();
     out
 }
 
 /// A tiny random llama with SmolLM2's tokenizer and chat template.
-fn tiny_model(smol: &Path, dir: &Path) -> PathBuf {
+pub fn tiny_model(smol: &Path, dir: &Path) -> PathBuf {
     let out = dir.join("tiny");
     std::fs::create_dir_all(&out).unwrap();
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
@@ -62,7 +62,7 @@ fn tiny_model(smol: &Path, dir: &Path) -> PathBuf {
 }
 
 /// Neutral toy preference pairs in TRL's standard form.
-fn write_pairs(path: &Path, n: usize, offset: usize) {
+pub fn write_pairs(path: &Path, n: usize, offset: usize) {
     let mut s = String::new();
     for i in offset..offset + n {
         let row = serde_json::json!({
