@@ -116,6 +116,12 @@ pub struct EvalSection {
     pub harm_judge: String,
     /// The refusal judge.
     pub refusal_judge: String,
+    /// LLM judges: the embedded judge model (a known name or a GGUF file);
+    /// default: the base model.
+    pub judge_model: Option<String>,
+    /// LLM judges: a run configuration whose `judge` role to use (any
+    /// backend: a vLLM or other OpenAI-compatible endpoint).
+    pub judge_config: Option<String>,
     /// Score the toxicity of red-team responses.
     pub toxicity: bool,
     /// Most new tokens per response.
@@ -150,6 +156,8 @@ impl Default for EvalSection {
             benign_limit: None,
             harm_judge: "classifier-harm".into(),
             refusal_judge: "refusal-keywords".into(),
+            judge_model: None,
+            judge_config: None,
             toxicity: true,
             max_tokens: 128,
             capability: None,

@@ -87,8 +87,8 @@ pub(crate) fn run(args: StudyArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let judge_llm = ModelChoice {
-        model: base.to_string_lossy().into_owned(),
-        config: None,
+        model: config.eval.judge_model.clone().unwrap_or_else(|| base.to_string_lossy().into_owned()),
+        config: config.eval.judge_config.as_ref().map(PathBuf::from),
         role: ModelRole::Judge,
         threads,
     };
@@ -179,12 +179,16 @@ fn bind_definition(out: &Path, config: &StudyConfig) -> anyhow::Result<()> {
     let mut now = serde_json::to_vec_pretty(config)?;
     now.push(b'\n');
     match std::fs::read(&path) {
-        Ok(before) if before == now => Ok(()),
-        Ok(_) => bail!(
-            "{} holds a different study (see {}); use another study.output_dir (or --output), or delete it",
-            out.display(),
-            path.display()
-        ),
+        // Compared as configurations, not bytes: keys a newer sagert adds take
+        // their defaults when an older study.json lacks them.
+        Ok(before) => match serde_json::from_slice::<StudyConfig>(&before) {
+            Ok(b) if b == *config => Ok(()),
+            _ => bail!(
+                "{} holds a different study (see {}); use another study.output_dir (or --output), or delete it",
+                out.display(),
+                path.display()
+            ),
+        },
         Err(_) => Ok(sagert_engine::io::write_atomic(&path, &now)?),
     }
 }
