@@ -33,7 +33,7 @@ use crate::cli::StudyArgs;
 use crate::cmd::evaluate::{
     benign_prompts, evaluate_model, print_rows, probe_rows, sample, set_name, EvalSettings, Judges,
 };
-use crate::cmd::judge::{default_threads, ModelChoice};
+use crate::cmd::judge::{default_threads, judges_dir, ModelChoice};
 use crate::cmd::{block_on, model_cache};
 
 /// `sagert study -c study.toml`
@@ -153,6 +153,7 @@ pub(crate) fn run(args: StudyArgs) -> anyhow::Result<ExitCode> {
         results_io::write_results_jsonl(&results, &cell_rows)?;
         rows.extend(cell_rows);
     }
+    attach_calibrations(&mut rows)?;
     results_io::write_results_jsonl(&out.join("results.jsonl"), &rows)?;
     results_io::write_results_parquet(&out.join("results.parquet"), &rows)?;
     let meta = sagert_eval::report::ReportMeta {
@@ -170,6 +171,25 @@ pub(crate) fn run(args: StudyArgs) -> anyhow::Result<ExitCode> {
         println!("report: {} ({:.0} s)", out.join("report.html").display(), started.elapsed().as_secs_f64());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each judged row gets its judge's current calibration: a judge calibrated
+/// after its cells were evaluated shows its agreement in the next report.
+fn attach_calibrations(rows: &mut [ResultRow]) -> anyhow::Result<()> {
+    let dir = judges_dir(&None);
+    let mut known = std::collections::BTreeMap::new();
+    for row in rows.iter_mut() {
+        let Some(judge) = row.judge.clone() else { continue };
+        if !known.contains_key(&judge) {
+            let c = sagert_eval::calibrate::load(&dir, &judge)?;
+            known.insert(judge.clone(), c.map(|c| (c.agreement.accuracy, c.agreement.kappa)));
+        }
+        if let Some((accuracy, kappa)) = known[&judge] {
+            row.judge_accuracy = Some(accuracy);
+            row.judge_kappa = kappa;
+        }
+    }
+    Ok(())
 }
 
 /// Bind the output directory to the study's definition: a changed grid in
