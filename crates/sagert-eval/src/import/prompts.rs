@@ -124,7 +124,7 @@ pub(crate) fn advbench(row: &Row, ctx: &Context<'_>) -> Result<Outcome> {
     if ctx.format == Format::Yaml && !is_text_seed(row)? {
         return Ok(Outcome::Drop("non_text_seed"));
     }
-    let (category, macro_category) = category_columns(ctx.map.resolve(&labels, &MappingTarget::ALL));
+    let (category, macro_category) = category_columns(ctx.map.pyrit_seed(&labels));
     Ok(keep(Record {
         id: content_id(ImportKind::Advbench.name(), &[prompt]),
         prompt: Turns::Text(prompt.to_string()),

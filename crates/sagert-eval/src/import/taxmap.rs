@@ -25,6 +25,10 @@
 //!   through the direct rule; no inverse rule, whose guesses for lone generic
 //!   labels (below) would be worse than `unmapped`.
 //!
+//! - **PyRIT seeds** ([`CategoryMap::pyrit_seed`]): AdvBench as PyRIT ships it
+//!   carries labels of another harm taxonomy; [`PYRIT_SEED_ALIASES`] maps the
+//!   telling ones, most specific first.
+//!
 //! A record with no labels, or none that matches, is **unmapped**: its
 //! `category` is `"unmapped"` and its `macro_category` is empty. The source
 //! labels are always kept in the record's `source_categories`, so a mapping can
@@ -160,11 +164,60 @@ impl CategoryMap {
         best.map(|(_, _, micro)| micro)
     }
 
+    /// The micro category of a PyRIT seed's labels: `direct` on each label
+    /// first, then the first entry of [`PYRIT_SEED_ALIASES`] a label matches,
+    /// then `inverse` over all targets.
+    pub fn pyrit_seed(&self, labels: &[String]) -> Option<&MicroEntry> {
+        labels.iter().find_map(|l| self.direct(l)).or_else(|| {
+            PYRIT_SEED_ALIASES
+                .iter()
+                .find(|(alias, _)| labels.iter().any(|l| l.trim().eq_ignore_ascii_case(alias)))
+                .and_then(|(_, path)| self.direct(path))
+                .or_else(|| self.inverse(labels, &MappingTarget::ALL))
+        })
+    }
+
     /// `direct` on each label first, then `inverse` over all of them.
     pub fn resolve(&self, labels: &[String], targets: &[MappingTarget]) -> Option<&MicroEntry> {
         labels.iter().find_map(|l| self.direct(l)).or_else(|| self.inverse(labels, targets))
     }
 }
+
+/// The harm labels of PyRIT's seed files (AdvBench as PyRIT ships it: the
+/// "Collaborative, Human-Centered Taxonomy of AI Harms", arXiv:2407.01294) that
+/// point to one micro category, most specific first: a seed takes the micro
+/// category of the first entry any of its labels matches (ASCII case
+/// ignored). These labels name kinds of impact, not domains, so the table is a
+/// judgement call, kept to labels that say enough: "Critical infrastructure
+/// damage" on a request is nearly always hacking, "Violence/armed conflict" a
+/// weapon. Broad labels ("Financial and Business", "Physical", "Psychological")
+/// decide nothing.
+pub const PYRIT_SEED_ALIASES: [(&str, &str); 24] = [
+    ("Self-harm", "self_harm/other"),
+    ("Addiction", "substance/drug"),
+    ("Sexualisation", "sex/other"),
+    ("Radicalisation", "crime/propaganda"),
+    ("Electoral interference", "crime/propaganda"),
+    ("Political manipulation", "crime/propaganda"),
+    ("Dehumanisation/objectification", "hate/other"),
+    ("Discrimination", "hate/other"),
+    ("Stereotyping", "hate/other"),
+    ("Critical infrastructure damage", "crime/cyber"),
+    ("Business operations/infrastructure damage", "crime/cyber"),
+    ("Impersonation/identity theft", "crime/privacy"),
+    ("Violence/armed conflict", "weapon/other"),
+    ("Bodily injury", "crime/injury"),
+    ("Loss of life", "crime/injury"),
+    ("Privacy loss", "crime/privacy"),
+    ("Confidentiality loss", "crime/privacy"),
+    ("IP/copyright loss", "crime/theft"),
+    ("Cheating/plagiarism", "crime/theft"),
+    ("Information degradation", "crime/propaganda"),
+    ("Financial/earnings loss", "crime/theft"),
+    ("Property damage", "crime/other"),
+    ("Environmental", "crime/other"),
+    ("Pollution", "crime/other"),
+];
 
 /// `(category, macro_category)` for a resolved micro category or [`UNMAPPED`].
 pub fn category_columns(micro: Option<&MicroEntry>) -> (String, String) {
@@ -177,6 +230,30 @@ pub fn category_columns(micro: Option<&MicroEntry>) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pyrit_seed_labels_take_the_most_specific_alias() {
+        let map = CategoryMap::new(&Taxonomy::builtin());
+        for (alias, wanted) in PYRIT_SEED_ALIASES {
+            assert_eq!(path(map.direct(wanted)), Some(wanted), "{alias} -> {wanted} is a micro category");
+        }
+        // AdvBench's first seed: hacking, labelled with both infrastructure and
+        // confidentiality; infrastructure comes first.
+        let hacking = labels(&[
+            "Financial and Business",
+            "Business operations/infrastructure damage",
+            "Confidentiality loss",
+            "Violence/armed conflict",
+        ]);
+        assert_eq!(path(map.pyrit_seed(&hacking)), Some("crime/cyber"));
+        assert_eq!(path(map.pyrit_seed(&labels(&["Physical", "bodily injury"]))), Some("crime/injury"));
+        assert_eq!(path(map.pyrit_seed(&labels(&["Financial and Business", "Physical"]))), None);
+        assert_eq!(
+            path(map.pyrit_seed(&labels(&["Privacy loss", "hate_women"]))),
+            Some("hate/women"),
+            "direct first"
+        );
+    }
 
     fn labels(l: &[&str]) -> Vec<String> {
         l.iter().map(|s| s.to_string()).collect()
