@@ -185,6 +185,13 @@ fn harm_labels(row: &Row, field: &str) -> Result<Vec<String>> {
                     }
                 }
             }
+            // In PKU-SafeRLHF's own order, whatever order the JSON map keeps
+            // (serde_json sorts keys unless a crate in the build asks it to keep
+            // file order): the output must not depend on the build.
+            let rank = |l: &String| {
+                sagert_taxonomy::PKU_CATEGORIES.iter().position(|c| c == l).unwrap_or(usize::MAX)
+            };
+            out.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
             Ok(out)
         }
         Some(other) => {
