@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sagert_backend::{ChatBackend, ModelRole, SamplingParams, Secret};
-use sagert_config::{BudgetSection, RetrySection};
-use sagert_engine::{Ledger, Prices, RoleClient, Spent};
+use sagert_backend::{ChatBackend, ModelRole, Secret};
+use sagert_config::RetrySection;
+use sagert_engine::RoleClient;
 use sagert_eval::benign::{self, BenignPrompt};
 use sagert_eval::calibrate;
 use sagert_eval::evaluate::{
@@ -25,13 +25,12 @@ use sagert_eval::redteam::{self, RedTeamSummary};
 use sagert_eval::results::{CellInfo, JudgeInfo, Level, ResultRow};
 use sagert_eval::stats::Bootstrap;
 use sagert_openai::{EndpointSettings, OpenAiBackend, RetryPolicy};
-use sagert_store::Store;
 use sagert_taxonomy::Taxonomy;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{EvalArgs, JudgeModelArgs, RedteamArgs};
 use crate::cmd::block_on;
-use crate::cmd::judge::{build_judge, chat_client, default_threads, judges_dir, ModelChoice};
+use crate::cmd::judge::{build_judge, cached_client, chat_client, default_threads, judges_dir, ModelChoice};
 
 /// The judges of one evaluation: harm (on red-team responses), refusal (on
 /// benign look-alikes) and, optionally, toxicity (on red-team responses).
@@ -486,8 +485,5 @@ fn endpoint_client(args: &RedteamArgs) -> anyhow::Result<Arc<RoleClient>> {
         max_delay: std::time::Duration::from_millis(retry_config.max_delay_ms),
     };
     let backend: Arc<dyn ChatBackend> = Arc::new(OpenAiBackend::new(model.clone(), vec![s], retry)?);
-    let store = Arc::new(Store::open(&args.out)?);
-    let ledger = Arc::new(Ledger::new(BudgetSection::default(), Prices::default(), Spent::default()));
-    let defaults = SamplingParams { temperature: Some(0.0), seed: Some(0), ..SamplingParams::default() };
-    Ok(Arc::new(RoleClient::new(ModelRole::Target, backend, store, ledger, defaults)))
+    cached_client(ModelRole::Target, backend, &args.out)
 }

@@ -217,10 +217,20 @@ pub(crate) fn chat_client(
             embedded_backend(name, &ep, &choice.model)?
         }
     };
-    let store = Arc::new(Store::open(store_dir)?);
+    cached_client(choice.role, backend, store_dir)
+}
+
+/// A client of `backend` for `role` whose calls are cached in the run store
+/// of `dir`: greedy and seeded unless a request says otherwise, no budget.
+pub(crate) fn cached_client(
+    role: ModelRole,
+    backend: Arc<dyn ChatBackend>,
+    dir: &Path,
+) -> anyhow::Result<Arc<RoleClient>> {
+    let store = Arc::new(Store::open(dir)?);
     let ledger = Arc::new(Ledger::new(BudgetSection::default(), Prices::default(), Spent::default()));
     let defaults = SamplingParams { temperature: Some(0.0), seed: Some(0), ..SamplingParams::default() };
-    Ok(Arc::new(RoleClient::new(choice.role, backend, store, ledger, defaults)))
+    Ok(Arc::new(RoleClient::new(role, backend, store, ledger, defaults)))
 }
 
 /// The judge of `kind`; LLM judges ask `llm` and cache their calls in `store_dir`.

@@ -15,9 +15,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use sagert_align::{AlignConfig, Plan, Progress};
-use sagert_backend::{ChatMessage, LogProbScorer, ModelRole, SamplingParams, ScoreRequest};
-use sagert_config::{BudgetSection, EndpointConfig, EndpointKind};
-use sagert_engine::{Ledger, Prices, RoleClient, Spent};
+use sagert_backend::{ChatMessage, LogProbScorer, ModelRole, ScoreRequest};
+use sagert_config::{EndpointConfig, EndpointKind};
 use sagert_eval::evaluate::{read_prompts, CategoryRate, RateOptions, RespondOptions};
 use sagert_eval::import::{self, ImportKind, ImportOptions};
 use sagert_eval::results::{CellInfo, Level, ResultRow};
@@ -25,7 +24,6 @@ use sagert_eval::stats::Bootstrap;
 use sagert_eval::study::{Cell, CellKind, StudyConfig};
 use sagert_eval::{bbq, mc, results_io};
 use sagert_llama::LlamaBackend;
-use sagert_store::Store;
 use sagert_taxonomy::Taxonomy;
 
 use crate::backends::embedded_backend;
@@ -33,7 +31,7 @@ use crate::cli::StudyArgs;
 use crate::cmd::evaluate::{
     benign_prompts, evaluate_model, print_rows, probe_rows, sample, set_name, EvalSettings, Judges,
 };
-use crate::cmd::judge::{default_threads, judges_dir, ModelChoice};
+use crate::cmd::judge::{cached_client, default_threads, judges_dir, ModelChoice};
 use crate::cmd::{block_on, model_cache};
 
 /// `sagert study -c study.toml`
@@ -130,7 +128,7 @@ pub(crate) fn run(args: StudyArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let info = cell_info(cell, &config);
         let backend = cell_backend(&models[i], &cell.name, threads)?;
-        let client = client(backend.clone(), &dir)?;
+        let client = cached_client(ModelRole::Target, backend.clone(), &dir)?;
         let mut cell_rows = evaluate_model(client.clone(), &info, &redteam, &set, &benign, &settings, &dir)?;
         if config.eval.bias_probe {
             cell_rows.extend(probe_rows(
@@ -355,13 +353,6 @@ fn cell_backend(model: &Path, cell: &str, threads: usize) -> anyhow::Result<Arc<
         ..EndpointConfig::default()
     };
     embedded_backend(&format!("study-{cell}"), &ep, &spec)
-}
-
-fn client(backend: Arc<LlamaBackend>, dir: &Path) -> anyhow::Result<Arc<RoleClient>> {
-    let store = Arc::new(Store::open(dir)?);
-    let ledger = Arc::new(Ledger::new(BudgetSection::default(), Prices::default(), Spent::default()));
-    let defaults = SamplingParams { temperature: Some(0.0), seed: Some(0), ..SamplingParams::default() };
-    Ok(Arc::new(RoleClient::new(ModelRole::Target, backend, store, ledger, defaults)))
 }
 
 /// `acc` and `acc_norm` of the multiple-choice items: each choice's
