@@ -78,7 +78,7 @@ use sagert_taxonomy::MappingTarget;
 use serde_json::{Map, Value};
 
 use super::read::Row;
-use super::row::content_id;
+use super::row::{content_id, RESERVED};
 use super::taxmap::category_columns;
 use super::{Context, ImportKind, Message, Outcome, Record, Turns};
 use crate::jsonl::kind;
@@ -364,17 +364,6 @@ pub(crate) fn trl(row: &Row, ctx: &Context<'_>) -> Result<Outcome> {
     if chosen == rejected {
         return Ok(Outcome::Drop("identical_responses"));
     }
-    let used = [
-        "id",
-        "prompt",
-        "chosen",
-        "rejected",
-        "category",
-        "macro_category",
-        "source",
-        "source_categories",
-        "jailbreak_type",
-    ];
     Ok(Outcome::Keep(Box::new(Record {
         id,
         prompt,
@@ -385,7 +374,8 @@ pub(crate) fn trl(row: &Row, ctx: &Context<'_>) -> Result<Outcome> {
         source,
         source_categories: labels,
         jailbreak_type,
-        labels: row.rest(&used),
+        // A TRL file's own output columns are the record's: none is kept twice.
+        labels: row.rest(&RESERVED),
     })))
 }
 
