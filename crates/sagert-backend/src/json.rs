@@ -596,6 +596,18 @@ pub fn repair_instructions(violation_or_parse_error: &str) -> String {
     render(STRUCTURED_REPAIR_TEMPLATE, &[("error", violation_or_parse_error)])
 }
 
+/// What a JSON value is, for error messages: `a string`, `an array`, `null`, ...
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

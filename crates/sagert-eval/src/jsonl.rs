@@ -14,6 +14,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::{EvalError, Result};
+pub(crate) use sagert_backend::json::kind;
 
 /// The objects of the JSON Lines file `file`, each with its line (see the
 /// [module docs](self)).
@@ -52,18 +53,6 @@ pub(crate) fn objects_in(file: &Path, bytes: &[u8]) -> Result<Vec<(usize, Map<St
 /// The message for bytes that are not UTF-8: where the first bad byte is.
 pub(crate) fn utf8_message(e: std::str::Utf8Error) -> String {
     format!("not UTF-8: invalid byte at column {}", e.valid_up_to() + 1)
-}
-
-/// A JSON value's kind, for messages (`a string`, `an array`, ...).
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::PreferencePair;
 use crate::error::{AlignError, Result};
+use sagert_backend::json::kind;
 
 /// The columns a pair's category is taken from, first present first.
 ///
@@ -302,16 +303,5 @@ fn role_name(role: ChatRole) -> &'static str {
         ChatRole::System => "system",
         ChatRole::User => "user",
         ChatRole::Assistant => "assistant",
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

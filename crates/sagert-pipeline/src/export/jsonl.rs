@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::table::{Cell, Table, VERDICT_COLUMNS};
 use crate::record::PairRecord;
 use crate::PipelineError;
+use sagert_backend::json::kind;
 
 /// Write `table` to `path` as JSON Lines and flush it to disk.
 pub(crate) fn write(path: &Path, table: &Table<'_>) -> Result<(), PipelineError> {
@@ -108,15 +109,4 @@ pub fn read_pairs_jsonl(path: &Path) -> Result<Vec<PairRecord>, PipelineError> {
         out.push(record);
     }
     Ok(out)
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

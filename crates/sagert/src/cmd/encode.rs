@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{ClassifyArgs, EmbedArgs, EncodeIo, ToxicityArgs};
 use crate::cmd::model_cache;
+use sagert_backend::json::kind;
 
 /// Rows encoded per step of the progress bar.
 const CHUNK: usize = 256;
@@ -121,17 +122,6 @@ fn read_rows(path: &Path, field: &str, prompt_field: Option<&str>) -> anyhow::Re
         rows.push(Row { object, text, prompt });
     }
     Ok(rows)
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A JSON array of `v`, each float written as its shortest f32 form (not as
